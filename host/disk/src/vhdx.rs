@@ -1,0 +1,453 @@
+//! VHDX (MS-VHDX). Little-endian; a 1 MiB header area (file identifier, two headers and
+//! two region tables, each protected by CRC-32C) points to the BAT and metadata regions.
+//! The BAT interleaves one sector-bitmap entry after every `chunk_ratio` payload entries.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::raw::check_range;
+use crate::util::{self, Assembler, Ctx, ExtentList, UnitSink, crc32c, div_ceil, le16, le32, le64};
+use crate::{DiskError, DiskReader, DiskWriter, Extent, ExtentKind, Format};
+
+const MIB: u64 = 1 << 20;
+const KIB64: u64 = 64 << 10;
+
+/// A GUID in its on-disk (mixed-endian) form.
+const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
+    let a = a.to_le_bytes();
+    let b = b.to_le_bytes();
+    let c = c.to_le_bytes();
+    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]
+}
+
+const BAT_GUID: [u8; 16] = guid(0x2DC2_7766, 0xF623, 0x4200, [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08]);
+const METADATA_GUID: [u8; 16] = guid(0x8B7C_A206, 0x4790, 0x4B9A, [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E]);
+const FILE_PARAMS: [u8; 16] = guid(0xCAA1_6737, 0xFA36, 0x4D43, [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B]);
+const VIRTUAL_SIZE: [u8; 16] = guid(0x2FA5_4224, 0xCD1B, 0x4876, [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8]);
+const PAGE83: [u8; 16] = guid(0xBECA_12AB, 0xB2E6, 0x4523, [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46]);
+const LOGICAL_SECTOR: [u8; 16] = guid(0x8141_BF1D, 0xA96F, 0x4709, [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F]);
+const PHYSICAL_SECTOR: [u8; 16] = guid(0xCDA3_48C7, 0x445D, 0x4471, [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56]);
+const PARENT_LOCATOR: [u8; 16] = guid(0xA8D3_5F2D, 0xB30B, 0x454D, [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C]);
+
+const NOT_PRESENT: u64 = 0;
+const UNDEFINED: u64 = 1;
+const ZERO: u64 = 2;
+const UNMAPPED: u64 = 3;
+const FULLY_PRESENT: u64 = 6;
+const PARTIALLY_PRESENT: u64 = 7;
+
+fn checksum_ok(buf: &[u8]) -> bool {
+    let stored = le32(buf, 4);
+    let mut copy = buf.to_vec();
+    util::put(&mut copy, 4, &[0; 4]);
+    crc32c(&copy) == stored
+}
+
+fn set_checksum(buf: &mut [u8]) {
+    util::put(buf, 4, &[0; 4]);
+    let c = crc32c(buf);
+    util::put(buf, 4, &c.to_le_bytes());
+}
+
+pub(crate) struct VhdxReader {
+    ctx: Ctx,
+    file: File,
+    fixed: bool,
+    size: u64,
+    block_size: u64,
+    /// Payload BAT entries only (sector bitmap entries dropped).
+    bat: Vec<u64>,
+}
+
+fn utf16le(b: &[u8]) -> String {
+    let units: Vec<u16> = b.chunks_exact(2).map(|c| le16(c, 0)).collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// Best-effort parent path from a parent locator item, for the error message.
+fn parent_path(item: &[u8]) -> String {
+    let count = le16(item, 18) as usize;
+    let mut best = String::from("(parent locator without a path)");
+    for i in 0..count.min(256) {
+        let e = 20 + i * 12;
+        let (ko, vo) = (le32(item, e) as usize, le32(item, e + 4) as usize);
+        let (kl, vl) = (le16(item, e + 8) as usize, le16(item, e + 10) as usize);
+        let (Some(k), Some(v)) = (item.get(ko..ko + kl), item.get(vo..vo + vl)) else { continue };
+        let key = utf16le(k);
+        if matches!(key.as_str(), "relative_path" | "absolute_win32_path" | "volume_path") {
+            best = utf16le(v);
+            if key == "relative_path" {
+                break;
+            }
+        }
+    }
+    best
+}
+
+impl VhdxReader {
+    pub fn open(path: &Path, file: File) -> Result<Self, DiskError> {
+        let ctx = Ctx::new(path, "VHDX");
+        let file_len = ctx.file_len(&file)?;
+        if file_len < MIB {
+            return Err(ctx.corrupt(format!("truncated: {file_len} bytes is shorter than the 1 MiB header area")));
+        }
+        // Headers: the valid one with the highest sequence number is current.
+        let mut current: Option<Vec<u8>> = None;
+        for off in [KIB64, 2 * KIB64] {
+            let mut h = vec![0u8; 4096];
+            ctx.read_exact_at(&file, &mut h, off, "header")?;
+            if !h.starts_with(b"head") || !checksum_ok(&h) {
+                continue;
+            }
+            if current.as_ref().is_none_or(|c| le64(&h, 8) > le64(c, 8)) {
+                current = Some(h);
+            }
+        }
+        let Some(h) = current else {
+            return Err(ctx.corrupt("neither header (at 64 KiB and 128 KiB) has a valid signature and CRC-32C checksum"));
+        };
+        if le16(&h, 66) != 1 {
+            return Err(ctx.unsupported(format!("header version {}", le16(&h, 66))));
+        }
+        if !util::is_zero(h.get(48..64).unwrap_or_default()) {
+            return Err(ctx.unsupported(
+                "the log is active (the image was not closed cleanly) and log replay is not implemented; \
+                 replay it by opening the image read-write once, e.g. `qemu-img check -r all -f vhdx FILE` or attaching it in Hyper-V",
+            ));
+        }
+        // Region table.
+        let mut regions: Option<Vec<u8>> = None;
+        for off in [3 * KIB64, 4 * KIB64] {
+            let mut r = vec![0u8; KIB64 as usize];
+            ctx.read_exact_at(&file, &mut r, off, "region table")?;
+            if r.starts_with(b"regi") && checksum_ok(&r) {
+                regions = Some(r);
+                break;
+            }
+        }
+        let Some(r) = regions else {
+            return Err(ctx.corrupt("neither region table (at 192 KiB and 256 KiB) has a valid signature and CRC-32C checksum"));
+        };
+        let count = le32(&r, 8);
+        if count > 2047 {
+            return Err(ctx.corrupt(format!("region table has {count} entries (at most 2047 allowed)")));
+        }
+        let (mut bat_region, mut meta_region) = (None, None);
+        for i in 0..count as usize {
+            let e = 16 + i * 32;
+            let id: [u8; 16] = util::bytes(&r, e);
+            let (off, len, required) = (le64(&r, e + 16), u64::from(le32(&r, e + 24)), le32(&r, e + 28) & 1 != 0);
+            if off.saturating_add(len) > file_len || off < MIB {
+                return Err(ctx.corrupt(format!(
+                    "region {i} at offset {off} ({len} bytes) overlaps the header area or lies beyond the end of the file ({file_len} bytes)"
+                )));
+            }
+            if id == BAT_GUID {
+                bat_region = Some((off, len));
+            } else if id == METADATA_GUID {
+                meta_region = Some((off, len));
+            } else if required {
+                return Err(ctx.unsupported(format!("unknown required region {id:02x?}")));
+            }
+        }
+        let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat_region, meta_region) else {
+            return Err(ctx.corrupt("region table lacks the BAT or the metadata region"));
+        };
+        // Metadata.
+        if meta_len < KIB64 {
+            return Err(ctx.corrupt(format!("metadata region of {meta_len} bytes is smaller than its 64 KiB table")));
+        }
+        let mut m = vec![0u8; KIB64 as usize];
+        ctx.read_exact_at(&file, &mut m, meta_off, "metadata table")?;
+        if !m.starts_with(b"metadata") {
+            return Err(ctx.corrupt("metadata table lacks its \"metadata\" signature"));
+        }
+        let mcount = le16(&m, 10);
+        if mcount > 2047 {
+            return Err(ctx.corrupt(format!("metadata table has {mcount} entries (at most 2047 allowed)")));
+        }
+        let mut items: Vec<([u8; 16], Vec<u8>)> = Vec::new();
+        for i in 0..mcount as usize {
+            let e = 32 + i * 32;
+            let id: [u8; 16] = util::bytes(&m, e);
+            let (ioff, ilen, flags) = (u64::from(le32(&m, e + 16)), u64::from(le32(&m, e + 20)), le32(&m, e + 24));
+            let known = [FILE_PARAMS, VIRTUAL_SIZE, PAGE83, LOGICAL_SECTOR, PHYSICAL_SECTOR, PARENT_LOCATOR].contains(&id);
+            if !known {
+                if flags & 4 != 0 {
+                    return Err(ctx.unsupported(format!("unknown required metadata item {id:02x?}")));
+                }
+                continue;
+            }
+            if ilen > MIB || (ilen > 0 && (ioff < KIB64 || ioff + ilen > meta_len)) {
+                return Err(ctx.corrupt(format!("metadata item {i} (offset {ioff}, {ilen} bytes) lies outside the metadata region")));
+            }
+            let mut data = vec![0u8; ilen as usize];
+            ctx.read_exact_at(&file, &mut data, meta_off + ioff, "metadata item")?;
+            items.push((id, data));
+        }
+        let item = |id: [u8; 16]| items.iter().find(|(i, _)| *i == id).map(|(_, d)| d.as_slice());
+        let need = |id: [u8; 16], name: &str, len: usize| -> Result<&[u8], DiskError> {
+            match item(id) {
+                Some(d) if d.len() >= len => Ok(d),
+                _ => Err(ctx.corrupt(format!("required metadata item {name} is missing or too short"))),
+            }
+        };
+        let fp = need(FILE_PARAMS, "file parameters", 8)?;
+        let block_size = u64::from(le32(fp, 0));
+        let fp_flags = le32(fp, 4);
+        if fp_flags & 2 != 0 {
+            let parent = item(PARENT_LOCATOR).map(parent_path).unwrap_or_else(|| "(no parent locator)".into());
+            return Err(ctx.backing(parent));
+        }
+        if !block_size.is_power_of_two() || !(MIB..=256 * MIB).contains(&block_size) {
+            return Err(ctx.corrupt(format!("block size {block_size} is not a power of two between 1 MiB and 256 MiB")));
+        }
+        let size = le64(need(VIRTUAL_SIZE, "virtual disk size", 8)?, 0);
+        let lss = u64::from(le32(need(LOGICAL_SECTOR, "logical sector size", 4)?, 0));
+        if lss != 512 && lss != 4096 {
+            return Err(ctx.corrupt(format!("logical sector size {lss} is neither 512 nor 4096")));
+        }
+        need(PHYSICAL_SECTOR, "physical sector size", 4)?;
+        need(PAGE83, "virtual disk id", 16)?;
+        if size > 64 << 40 {
+            return Err(ctx.corrupt(format!("virtual size {size} exceeds the 64 TiB VHDX maximum")));
+        }
+        let chunk_ratio = (1u64 << 23) * lss / block_size;
+        let blocks = div_ceil(size, block_size);
+        let total = if blocks == 0 { 0 } else { blocks + (blocks - 1) / chunk_ratio };
+        let bat_bytes = util::table_len(&ctx, total, 8, util::TABLE_LIMIT, "BAT")?;
+        if bat_bytes as u64 > bat_len {
+            return Err(ctx.corrupt(format!("BAT needs {bat_bytes} bytes but its region has {bat_len}")));
+        }
+        let mut raw = vec![0u8; bat_bytes];
+        ctx.read_exact_at(&file, &mut raw, bat_off, "BAT")?;
+        let mut bat = Vec::with_capacity(blocks as usize);
+        let mut seen = Vec::new();
+        for b in 0..blocks {
+            let idx = b + b / chunk_ratio;
+            let e = le64(&raw, idx as usize * 8);
+            let state = e & 7;
+            match state {
+                NOT_PRESENT | UNDEFINED | ZERO | UNMAPPED => {}
+                FULLY_PRESENT => {
+                    let off = e & !(MIB - 1);
+                    if off < MIB || off.saturating_add(block_size) > file_len {
+                        return Err(ctx.corrupt(format!(
+                            "BAT entry for block {b} points to offset {off}, inside the header area or beyond the end of the file ({file_len} bytes)"
+                        )));
+                    }
+                    seen.push(off);
+                }
+                PARTIALLY_PRESENT => {
+                    return Err(ctx.corrupt(format!("block {b} is partially present but the disk has no parent")));
+                }
+                s => return Err(ctx.corrupt(format!("BAT entry for block {b} has invalid state {s}"))),
+            }
+            bat.push(e);
+        }
+        seen.sort_unstable();
+        if seen.windows(2).any(|w| w[1] - w[0] < block_size) {
+            return Err(ctx.corrupt("two BAT entries map overlapping file ranges"));
+        }
+        drop(seen);
+        let fixed = fp_flags & 1 != 0;
+        Ok(VhdxReader { ctx, file, fixed, size, block_size, bat })
+    }
+}
+
+impl DiskReader for VhdxReader {
+    fn format(&self) -> Format {
+        if self.fixed { Format::VhdxFixed } else { Format::VhdxDynamic }
+    }
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+    fn allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
+        let mut list = ExtentList::default();
+        for (b, &e) in self.bat.iter().enumerate() {
+            let start = b as u64 * self.block_size;
+            let len = self.block_size.min(self.size - start);
+            match e & 7 {
+                FULLY_PRESENT => {
+                    // Within a present block, the host file's holes are known zeros.
+                    let off = e & !(MIB - 1);
+                    for (s, t) in util::file_data_ranges(&self.ctx, &self.file, off, off + len)? {
+                        list.push(start + (s - off), t - s, ExtentKind::Data);
+                    }
+                }
+                ZERO => list.push(start, len, ExtentKind::Cleared),
+                _ => {}
+            }
+        }
+        Ok(list.list)
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        check_range(&self.ctx, offset, buf.len(), self.size)?;
+        let bs = self.block_size;
+        let mut pos = offset;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let b = pos / bs;
+            let within = pos % bs;
+            let n = rest.len().min((bs - within) as usize);
+            let (chunk, tail) = rest.split_at_mut(n);
+            let e = self.bat.get(b as usize).copied().unwrap_or(0);
+            if e & 7 == FULLY_PRESENT {
+                self.ctx.read_exact_at(&self.file, chunk, (e & !(MIB - 1)) + within, "payload block")?;
+            } else {
+                chunk.fill(0);
+            }
+            rest = tail;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- writer
+
+const W_BLOCK: u64 = 32 * MIB;
+const W_UNIT: u64 = MIB;
+const W_LSS: u64 = 512;
+const W_PSS: u32 = 4096;
+const W_CHUNK_RATIO: u64 = (1 << 23) * W_LSS / W_BLOCK;
+const LOG_OFF: u64 = MIB;
+const LOG_LEN: u64 = MIB;
+const META_OFF: u64 = 2 * MIB;
+const META_LEN: u64 = MIB;
+const BAT_OFF: u64 = 3 * MIB;
+
+struct VhdxSink {
+    ctx: Ctx,
+    file: File,
+    bat: Vec<u64>,
+    next_free: u64,
+}
+
+impl UnitSink for VhdxSink {
+    fn put_unit(&mut self, index: u64, data: &[u8]) -> Result<(), DiskError> {
+        let per_block = W_BLOCK / W_UNIT;
+        let b = index / per_block;
+        let slot = (b + b / W_CHUNK_RATIO) as usize;
+        let cur = self.bat.get(slot).copied().unwrap_or(0);
+        let block_off = if cur & 7 == FULLY_PRESENT {
+            cur & !(MIB - 1)
+        } else {
+            let off = self.next_free;
+            self.next_free += W_BLOCK;
+            if let Some(e) = self.bat.get_mut(slot) {
+                *e = off | FULLY_PRESENT;
+            }
+            off
+        };
+        self.ctx.write_all_at(&self.file, data, block_off + (index % per_block) * W_UNIT)
+    }
+}
+
+pub(crate) struct VhdxWriter {
+    size: u64,
+    asm: Assembler,
+    sink: VhdxSink,
+}
+
+impl VhdxWriter {
+    pub fn create(path: &Path, size: u64) -> Result<Self, DiskError> {
+        let ctx = Ctx::new(path, "VHDX");
+        let size = size.checked_next_multiple_of(W_LSS).ok_or_else(|| ctx.invalid("virtual size too large"))?;
+        if size > 64 << 40 {
+            return Err(ctx.invalid(format!("virtual size {size} exceeds the 64 TiB VHDX maximum")));
+        }
+        let blocks = div_ceil(size, W_BLOCK);
+        let total = if blocks == 0 { 0 } else { blocks + (blocks - 1) / W_CHUNK_RATIO };
+        let bat_len = util::table_len(&ctx, total, 8, util::TABLE_LIMIT, "BAT")? / 8;
+        let bat_region = ((bat_len as u64) * 8).next_multiple_of(MIB).max(MIB);
+        let file = util::create_rw(path)?;
+        Ok(VhdxWriter {
+            size,
+            asm: Assembler::new(ctx.clone(), W_UNIT, size)?,
+            sink: VhdxSink { ctx, file, bat: vec![0; bat_len], next_free: BAT_OFF + bat_region },
+        })
+    }
+}
+
+impl DiskWriter for VhdxWriter {
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.asm.write_at(&mut self.sink, offset, data)
+    }
+    fn finish(mut self: Box<Self>) -> Result<(), DiskError> {
+        self.asm.flush(&mut self.sink)?;
+        let s = &mut self.sink;
+        let ctx = s.ctx.clone();
+        let bat_region = ((s.bat.len() as u64) * 8).next_multiple_of(MIB).max(MIB);
+        // BAT.
+        let mut raw = vec![0u8; s.bat.len() * 8];
+        for (i, e) in s.bat.iter().enumerate() {
+            util::put(&mut raw, i * 8, &e.to_le_bytes());
+        }
+        ctx.write_all_at(&s.file, &raw, BAT_OFF)?;
+        drop(raw);
+        // Metadata region: table, then the items from 64 KiB on.
+        let mut meta = vec![0u8; (2 * KIB64) as usize];
+        util::put(&mut meta, 0, b"metadata");
+        let page83 = util::random_bytes::<16>(&ctx)?;
+        let items: [([u8; 16], Vec<u8>, u32); 5] = [
+            (FILE_PARAMS, [(W_BLOCK as u32).to_le_bytes(), 0u32.to_le_bytes()].concat(), 4),
+            (VIRTUAL_SIZE, self.size.to_le_bytes().to_vec(), 2 | 4),
+            (PAGE83, page83.to_vec(), 2 | 4),
+            (LOGICAL_SECTOR, (W_LSS as u32).to_le_bytes().to_vec(), 2 | 4),
+            (PHYSICAL_SECTOR, W_PSS.to_le_bytes().to_vec(), 2 | 4),
+        ];
+        util::put(&mut meta, 10, &(items.len() as u16).to_le_bytes());
+        let mut item_off = KIB64 as usize;
+        for (i, (id, data, flags)) in items.iter().enumerate() {
+            let e = 32 + i * 32;
+            util::put(&mut meta, e, id);
+            util::put(&mut meta, e + 16, &(item_off as u32).to_le_bytes());
+            util::put(&mut meta, e + 20, &(data.len() as u32).to_le_bytes());
+            util::put(&mut meta, e + 24, &flags.to_le_bytes());
+            util::put(&mut meta, item_off, data);
+            item_off += data.len().next_multiple_of(8);
+        }
+        ctx.write_all_at(&s.file, &meta, META_OFF)?;
+        // Region tables (two identical copies).
+        let mut rt = vec![0u8; KIB64 as usize];
+        util::put(&mut rt, 0, b"regi");
+        util::put(&mut rt, 8, &2u32.to_le_bytes());
+        for (i, (id, off, len)) in [(BAT_GUID, BAT_OFF, bat_region), (METADATA_GUID, META_OFF, META_LEN)].iter().enumerate() {
+            let e = 16 + i * 32;
+            util::put(&mut rt, e, id);
+            util::put(&mut rt, e + 16, &off.to_le_bytes());
+            util::put(&mut rt, e + 24, &(*len as u32).to_le_bytes());
+            util::put(&mut rt, e + 28, &1u32.to_le_bytes());
+        }
+        set_checksum(&mut rt);
+        ctx.write_all_at(&s.file, &rt, 3 * KIB64)?;
+        ctx.write_all_at(&s.file, &rt, 4 * KIB64)?;
+        // Headers (sequence numbers 1 and 2; the log is empty and inactive).
+        let file_write = util::random_bytes::<16>(&ctx)?;
+        let data_write = util::random_bytes::<16>(&ctx)?;
+        for (seq, off) in [(1u64, KIB64), (2u64, 2 * KIB64)] {
+            let mut h = vec![0u8; 4096];
+            util::put(&mut h, 0, b"head");
+            util::put(&mut h, 8, &seq.to_le_bytes());
+            util::put(&mut h, 16, &file_write);
+            util::put(&mut h, 32, &data_write);
+            util::put(&mut h, 66, &1u16.to_le_bytes());
+            util::put(&mut h, 68, &(LOG_LEN as u32).to_le_bytes());
+            util::put(&mut h, 72, &LOG_OFF.to_le_bytes());
+            set_checksum(&mut h);
+            ctx.write_all_at(&s.file, &h, off)?;
+        }
+        // File type identifier last.
+        let mut ident = vec![0u8; 520];
+        util::put(&mut ident, 0, b"vhdxfile");
+        let creator: Vec<u8> = "lifeboat".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        util::put(&mut ident, 8, &creator);
+        ctx.write_all_at(&s.file, &ident, 0)?;
+        s.file.set_len(s.next_free).map_err(|e| ctx.io("set_len", e))?;
+        s.file.sync_all().map_err(|e| ctx.io("fsync", e))
+    }
+}
