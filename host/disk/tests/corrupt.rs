@@ -296,25 +296,29 @@ fn fuzz_truncated_and_bit_flipped_headers() {
             total += 1;
         }
         // Bit flips and byte smashes, mostly where metadata lives: the first 8 KiB,
-        // the VHDX header area / metadata / BAT, the last 2 KiB, or anywhere.
+        // the VHDX header area / metadata / BAT, the last 2 KiB, or anywhere. Each is
+        // patched into a copy of the seed and undone afterwards.
+        std::fs::write(&mutant, &orig).unwrap();
         for i in 0..150 {
-            let mut m = orig.clone();
             let pos = match rng.below(4) {
                 0 => rng.below(8192.min(len)),
                 1 => rng.below((4 * MIB).min(len)),
                 2 => len - 1 - rng.below(2048.min(len)),
                 _ => rng.below(len),
             } as usize;
+            let end = (pos + 8).min(orig.len());
+            let mut m = orig[pos..end].to_vec();
             if i % 3 == 0 {
-                for b in m.iter_mut().skip(pos).take(8) {
+                for b in m.iter_mut() {
                     *b = if rng.below(2) == 0 { 0xff } else { rng.next() as u8 };
                 }
             } else {
-                m[pos] ^= 1 << rng.below(8);
+                m[0] ^= 1 << rng.below(8);
             }
-            std::fs::write(&mutant, &m).unwrap();
+            patch(&mutant, pos as u64, &m);
             opened += usize::from(poke(&mutant));
             total += 1;
+            patch(&mutant, pos as u64, &orig[pos..end]);
         }
     }
     // Mutations must be noticed often, and some (data bytes) are harmless.
