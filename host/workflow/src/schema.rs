@@ -1,0 +1,239 @@
+//! JSON Schema of the workflow format, for editors (yaml-language-server
+//! and others). Hand-written so it can say exactly what the checker accepts;
+//! a test keeps `docs/workflow.schema.json` equal to it.
+
+use serde_json::{Value, json};
+
+use crate::model::DEFAULT_BACKOFF;
+use crate::parse::MAX_ATTEMPTS;
+
+/// The JSON Schema (draft-07) of a workflow file.
+pub fn json_schema() -> Value {
+    let expr = r"^\$\{\{.*\}\}$";
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": "https://lifeboat-dr.github.io/schemas/workflow.schema.json",
+        "title": "lifeboat workflow",
+        "description": "A lifeboat recovery workflow: plugins, and the steps that run them. See docs/workflow-format.md.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "steps"],
+        "properties": {
+            "name": {
+                "description": "The workflow's name: lower-case letters, digits and `-`.",
+                "type": "string",
+                "pattern": "^[a-z0-9][a-z0-9-]*$"
+            },
+            "description": {
+                "description": "What the workflow does.",
+                "type": "string"
+            },
+            "inputs": {
+                "description": "Values given on the command line as `--input NAME=VALUE`; read as `${{ inputs.NAME }}`.",
+                "type": ["object", "null"],
+                "propertyNames": { "$ref": "#/definitions/identifier" },
+                "additionalProperties": { "$ref": "#/definitions/input" }
+            },
+            "vars": {
+                "description": "Named values computed from inputs and earlier vars; read as `${{ vars.NAME }}`.",
+                "type": ["object", "null"],
+                "propertyNames": { "$ref": "#/definitions/identifier" },
+                "additionalProperties": { "$ref": "#/definitions/template" }
+            },
+            "secrets": {
+                "description": "Secrets, read from environment variables at run time; read as `${{ secrets.NAME }}` by steps whose plugin is granted them.",
+                "type": ["object", "null"],
+                "propertyNames": { "$ref": "#/definitions/identifier" },
+                "additionalProperties": { "$ref": "#/definitions/secret" }
+            },
+            "plugins": {
+                "description": "Plugin aliases: where each plugin comes from and what it may use.",
+                "type": ["object", "null"],
+                "propertyNames": { "$ref": "#/definitions/stepId" },
+                "additionalProperties": { "$ref": "#/definitions/plugin" }
+            },
+            "steps": {
+                "description": "The steps, in file order; they run after everything they need.",
+                "type": "array",
+                "minItems": 1,
+                "items": { "$ref": "#/definitions/step" }
+            }
+        },
+        "definitions": {
+            "identifier": {
+                "type": "string",
+                "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"
+            },
+            "stepId": {
+                "type": "string",
+                "pattern": "^[a-z][a-z0-9_-]*$"
+            },
+            "expression": {
+                "description": "A single `${{ … }}` expression.",
+                "type": "string",
+                "pattern": expr
+            },
+            "template": {
+                "description": "Any value; strings may hold `${{ … }}` expressions (`$${{` for a literal `${{`)."
+            },
+            "duration": {
+                "description": "A duration: a number and a unit, e.g. `500ms`, `30s`, `5m`, `1h 30m`.",
+                "type": "string",
+                "pattern": r"^\s*[0-9]+\s*[a-zµ]+(\s*[0-9]+\s*[a-zµ]+)*\s*$"
+            },
+            "memory": {
+                "description": "A memory size: a whole number and a unit (B, KiB, MiB, GiB), e.g. `64MiB`.",
+                "type": "string",
+                "pattern": r"^[0-9]+ ?(B|KiB|MiB|GiB)$"
+            },
+            "input": {
+                "type": ["object", "null"],
+                "additionalProperties": false,
+                "properties": {
+                    "type": {
+                        "description": "The input's type (default `string`).",
+                        "enum": ["string", "integer", "number", "boolean", "list", "object", "any"]
+                    },
+                    "required": {
+                        "description": "Whether the input must be given (then it has no default).",
+                        "type": "boolean"
+                    },
+                    "default": {
+                        "description": "Value when the input is not given; a literal of the input's type."
+                    },
+                    "doc": {
+                        "description": "What the input is for.",
+                        "type": "string"
+                    }
+                }
+            },
+            "secret": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["env"],
+                "properties": {
+                    "env": {
+                        "description": "The environment variable holding the secret at run time.",
+                        "type": "string",
+                        "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"
+                    }
+                }
+            },
+            "plugin": plugin(),
+            "step": step()
+        }
+    })
+}
+
+fn plugin() -> Value {
+    json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["source"],
+                "properties": {
+                    "source": {
+                        "description": "`builtin:NAME` for a bundled plugin, or the path of a `.wasm` component relative to the workflow file.",
+                        "type": "string",
+                        "pattern": r"^(builtin:[A-Za-z0-9_-]+|.*\.wasm)$"
+                    },
+                    "grants": {
+                        "description": "What the plugin may use; nothing is granted by default.",
+                        "type": ["object", "null"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "http": {
+                                "description": "Hosts the plugin may call: `host`, `host:port`, `*.domain`, `*.domain:port`.",
+                                "type": "array",
+                                "items": {
+                                    "type": "string",
+                                    "pattern": r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+                                }
+                            },
+                            "secrets": {
+                                "description": "Declared secrets the plugin's steps may receive.",
+                                "type": "array",
+                                "items": { "$ref": "#/definitions/identifier" }
+                            }
+                        }
+                    },
+                    "limits": {
+                        "description": "Resource limits of the plugin's sandbox.",
+                        "type": ["object", "null"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "memory": { "$ref": "#/definitions/memory" },
+                            "timeout": {
+                                "description": "Default deadline of one plugin call.",
+                                "$ref": "#/definitions/duration"
+                            }
+                        }
+                    }
+                }
+            })
+}
+
+fn step() -> Value {
+    json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["id", "uses"],
+                "properties": {
+                    "id": {
+                        "description": "Unique id of the step; other steps read its outputs as `${{ steps.ID.outputs.NAME }}`.",
+                        "$ref": "#/definitions/stepId"
+                    },
+                    "uses": {
+                        "description": "`ALIAS/STEP`: a plugin alias declared under `plugins:` and one of its steps.",
+                        "type": "string",
+                        "pattern": "^[a-z][a-z0-9_-]*/[^/\\s]+$"
+                    },
+                    "with": {
+                        "description": "Inputs of the plugin step.",
+                        "type": ["object", "null"],
+                        "additionalProperties": { "$ref": "#/definitions/template" }
+                    },
+                    "needs": {
+                        "description": "Steps that must finish first (references to `steps.ID` add dependencies by themselves).",
+                        "oneOf": [
+                            { "$ref": "#/definitions/stepId" },
+                            { "type": "array", "items": { "$ref": "#/definitions/stepId" } }
+                        ]
+                    },
+                    "if": {
+                        "description": "Run the step (or, with `for_each`, the item) only when this is true.",
+                        "oneOf": [
+                            { "type": "boolean" },
+                            { "$ref": "#/definitions/expression" }
+                        ]
+                    },
+                    "for_each": {
+                        "description": "Run the step once per item of a list; `item` and `index` are bound.",
+                        "oneOf": [
+                            { "type": "array" },
+                            { "$ref": "#/definitions/expression" }
+                        ]
+                    },
+                    "timeout": {
+                        "description": "Deadline of each plugin call of this step (overrides the plugin's limit).",
+                        "$ref": "#/definitions/duration"
+                    },
+                    "retry": {
+                        "description": "Retry policy: a number of attempts, or attempts and backoff.",
+                        "oneOf": [
+                            { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
+                            {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "properties": {
+                                    "attempts": { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
+                                    "backoff": {
+                                        "description": format!("Wait before the first retry (default {}s); doubles for each further attempt.", DEFAULT_BACKOFF.as_secs()),
+                                        "$ref": "#/definitions/duration"
+                                    }
+                                }
+                            }
+                        ]
+                    }
+                }
+            })
+}
