@@ -90,7 +90,7 @@ impl Qcow2Reader {
             )));
         }
         let l1_bytes = util::table_len(&ctx, l1_size, 8, util::TABLE_LIMIT, "L1 table")?;
-        if l1_size > 0 && (l1_off % cs != 0 || l1_off.saturating_add(l1_bytes as u64) > file_len) {
+        if l1_size > 0 && (!l1_off.is_multiple_of(cs) || l1_off.saturating_add(l1_bytes as u64) > file_len) {
             return Err(ctx.corrupt(format!(
                 "L1 table at offset {l1_off} ({l1_bytes} bytes) is misaligned or beyond the end of the file ({file_len} bytes)"
             )));
@@ -104,7 +104,7 @@ impl Qcow2Reader {
             if e & L1_RESERVED != 0 {
                 return Err(ctx.corrupt(format!("L1 entry {i} has reserved bits set ({e:#x})")));
             }
-            if off != 0 && (off % cs != 0 || off.saturating_add(cs) > file_len) {
+            if off != 0 && (!off.is_multiple_of(cs) || off.saturating_add(cs) > file_len) {
                 return Err(ctx.corrupt(format!(
                     "L1 entry {i} points to an L2 table at offset {off}, misaligned or beyond the end of the file ({file_len} bytes)"
                 )));
@@ -149,7 +149,7 @@ impl Qcow2Reader {
         if off == 0 {
             return Ok(Cluster::Unallocated);
         }
-        if off % self.cluster_size() != 0 || off >= self.file_len {
+        if !off.is_multiple_of(self.cluster_size()) || off >= self.file_len {
             return Err(self.ctx.corrupt(format!(
                 "guest cluster {vcl} maps to host offset {off}, misaligned or beyond the end of the file ({} bytes)",
                 self.file_len

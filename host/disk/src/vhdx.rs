@@ -51,12 +51,223 @@ fn set_checksum(buf: &mut [u8]) {
 
 pub(crate) struct VhdxReader {
     ctx: Ctx,
-    file: File,
+    file: VFile,
     fixed: bool,
     size: u64,
     block_size: u64,
     /// Payload BAT entries only (sector bitmap entries dropped).
     bat: Vec<u64>,
+}
+
+/// The image file as seen after log replay: the file's bytes, extended with zeros up to
+/// the log's LastFileOffset, with the replayed writes of the active log sequence laid
+/// over it in order. The file itself is never modified.
+struct VFile {
+    file: File,
+    /// Effective length.
+    len: u64,
+    real_len: u64,
+    ops: Vec<LogOp>,
+}
+
+enum LogOp {
+    Data { off: u64, sector: Vec<u8> },
+    Zero { off: u64, len: u64 },
+}
+
+impl VFile {
+    fn read(&self, ctx: &Ctx, buf: &mut [u8], off: u64, what: &str) -> Result<(), DiskError> {
+        let end = off.checked_add(buf.len() as u64).filter(|&e| e <= self.len).ok_or_else(|| {
+            ctx.corrupt(format!(
+                "truncated: {what} ({} bytes at offset {off}) lies beyond the end of the file ({} bytes)",
+                buf.len(),
+                self.len
+            ))
+        })?;
+        let in_file = self.real_len.saturating_sub(off).min(buf.len() as u64) as usize;
+        let (have, past) = buf.split_at_mut(in_file);
+        ctx.read_exact_at(&self.file, have, off, what)?;
+        past.fill(0);
+        for op in &self.ops {
+            let (o, l) = match op {
+                LogOp::Data { off, sector } => (*off, sector.len() as u64),
+                LogOp::Zero { off, len } => (*off, *len),
+            };
+            let (s, e) = (o.max(off), (o + l).min(end));
+            if s >= e {
+                continue;
+            }
+            let dst = buf.get_mut((s - off) as usize..(e - off) as usize).unwrap_or_default();
+            match op {
+                LogOp::Data { sector, .. } => {
+                    dst.copy_from_slice(sector.get((s - o) as usize..(e - o) as usize).unwrap_or_default())
+                }
+                LogOp::Zero { .. } => dst.fill(0),
+            }
+        }
+        Ok(())
+    }
+
+    /// Data ranges of `[start, end)`: the host file's data, plus whatever the log wrote.
+    fn data_ranges(&self, ctx: &Ctx, start: u64, end: u64) -> Result<Vec<(u64, u64)>, DiskError> {
+        let mut r = util::file_data_ranges(ctx, &self.file, start, end.min(self.real_len))?;
+        let touched = self.ops.iter().any(|op| match op {
+            LogOp::Data { off, sector } => *off < end && start < off + sector.len() as u64,
+            LogOp::Zero { off, len } => *off < end && start < off + len,
+        });
+        if touched {
+            r = vec![(start, end)];
+        }
+        Ok(r)
+    }
+}
+
+/// A parsed, checksummed log entry.
+struct LogEntry {
+    start: u64,
+    sectors: u64,
+    tail: u64,
+    seq: u64,
+    flushed: u64,
+    last: u64,
+    ops: Vec<LogOp>,
+}
+
+const LOG_SECTOR: u64 = 4096;
+const MAX_LOG: u64 = 64 * MIB;
+
+/// Parses the log entry starting at sector `start` of the circular log, if it is valid.
+fn parse_entry(log: &[u8], start: u64, guid: &[u8]) -> Option<LogEntry> {
+    let n = log.len() as u64 / LOG_SECTOR;
+    let sector = |i: u64| -> &[u8] {
+        let at = ((start + i) % n * LOG_SECTOR) as usize;
+        log.get(at..at + LOG_SECTOR as usize).unwrap_or_default()
+    };
+    let h = sector(0);
+    if !h.starts_with(b"loge") || h.get(32..48) != Some(guid) {
+        return None;
+    }
+    let len = u64::from(le32(h, 8));
+    let tail = u64::from(le32(h, 12));
+    let seq = le64(h, 16);
+    let count = u64::from(le32(h, 24));
+    if len == 0 || !len.is_multiple_of(LOG_SECTOR) || len > log.len() as u64 || !tail.is_multiple_of(LOG_SECTOR) || tail >= log.len() as u64 {
+        return None;
+    }
+    let sectors = len / LOG_SECTOR;
+    let desc_sectors = (64 + 32 * count).div_ceil(LOG_SECTOR);
+    if desc_sectors > sectors {
+        return None;
+    }
+    // Checksum over the whole entry (which may wrap around the end of the log).
+    let mut whole = Vec::with_capacity(len as usize);
+    for i in 0..sectors {
+        whole.extend_from_slice(sector(i));
+    }
+    util::put(&mut whole, 4, &[0; 4]);
+    if crc32c(&whole) != le32(h, 4) {
+        return None;
+    }
+    let mut ops = Vec::new();
+    let mut data_idx = desc_sectors;
+    for d in 0..count {
+        let e = (64 + 32 * d) as usize;
+        let sig = whole.get(e..e + 4)?;
+        let file_off = le64(&whole, e + 16);
+        if le64(&whole, e + 24) != seq {
+            return None;
+        }
+        if sig == b"zero" {
+            let zlen = le64(&whole, e + 8);
+            if !zlen.is_multiple_of(LOG_SECTOR) || !file_off.is_multiple_of(LOG_SECTOR) || file_off.checked_add(zlen).is_none() {
+                return None;
+            }
+            ops.push(LogOp::Zero { off: file_off, len: zlen });
+        } else if sig == b"desc" {
+            if data_idx >= sectors || !file_off.is_multiple_of(LOG_SECTOR) || file_off.checked_add(LOG_SECTOR).is_none() {
+                return None;
+            }
+            let ds = sector(data_idx);
+            data_idx += 1;
+            let ds_seq = (u64::from(le32(ds, 4)) << 32) | u64::from(le32(ds, 4092));
+            if !ds.starts_with(b"data") || ds_seq != seq {
+                return None;
+            }
+            let mut full = Vec::with_capacity(LOG_SECTOR as usize);
+            full.extend_from_slice(whole.get(e + 8..e + 16)?); // leading bytes
+            full.extend_from_slice(ds.get(8..4092)?);
+            full.extend_from_slice(whole.get(e + 4..e + 8)?); // trailing bytes
+            ops.push(LogOp::Data { off: file_off, sector: full });
+        } else {
+            return None;
+        }
+    }
+    if data_idx != sectors {
+        return None;
+    }
+    Some(LogEntry { start, sectors, tail: tail / LOG_SECTOR, seq, flushed: le64(h, 48), last: le64(h, 56), ops })
+}
+
+/// Finds the active log sequence (the valid sequence whose head has the highest sequence
+/// number and whose entries run contiguously from the head's tail to the head) and lays
+/// its writes over the file, in memory.
+fn replay_log(ctx: &Ctx, vf: &mut VFile, h: &[u8]) -> Result<(), DiskError> {
+    let guid = h.get(48..64).unwrap_or_default().to_vec();
+    let (log_version, log_len, log_off) = (le16(h, 64), u64::from(le32(h, 68)), le64(h, 72));
+    if log_version != 0 {
+        return Err(ctx.unsupported(format!("log version {log_version}")));
+    }
+    if log_len == 0 || !log_len.is_multiple_of(MIB) || !log_off.is_multiple_of(MIB) || log_off < MIB || log_off.saturating_add(log_len) > vf.real_len {
+        return Err(ctx.corrupt(format!(
+            "the log must be replayed but its region (offset {log_off}, {log_len} bytes) is invalid or beyond the end of the file"
+        )));
+    }
+    if log_len > MAX_LOG {
+        return Err(ctx.unsupported(format!(
+            "the log must be replayed but it is {log_len} bytes, above the {MAX_LOG}-byte replay limit; replay it with `qemu-img check -r all` or Hyper-V"
+        )));
+    }
+    let mut log = vec![0u8; log_len as usize];
+    ctx.read_exact_at(&vf.file, &mut log, log_off, "log")?;
+    let n = log_len / LOG_SECTOR;
+    let mut heads: Vec<(u64, u64)> = (0..n).filter_map(|s| parse_entry(&log, s, &guid).map(|e| (e.seq, s))).collect();
+    heads.sort_unstable_by(|a, b| b.cmp(a));
+    for &(_, head_start) in heads.iter().take(64) {
+        let Some(head) = parse_entry(&log, head_start, &guid) else { continue };
+        let mut seq_entries = Vec::new();
+        let mut cur = head.tail;
+        let mut ok = false;
+        for _ in 0..n {
+            let Some(e) = parse_entry(&log, cur, &guid) else { break };
+            if let Some(prev) = seq_entries.last().map(|p: &LogEntry| p.seq)
+                && e.seq != prev + 1
+            {
+                break;
+            }
+            let (start, sectors, is_head) = (e.start, e.sectors, e.start == head.start && e.seq == head.seq);
+            seq_entries.push(e);
+            if is_head {
+                ok = true;
+                break;
+            }
+            cur = (start + sectors) % n;
+        }
+        if !ok {
+            continue;
+        }
+        if vf.real_len < head.flushed {
+            return Err(ctx.corrupt(format!(
+                "truncated: the log says the file held at least {} bytes but it has {}",
+                head.flushed, vf.real_len
+            )));
+        }
+        vf.len = vf.real_len.max(head.last);
+        for e in seq_entries {
+            vf.ops.extend(e.ops);
+        }
+        return Ok(());
+    }
+    Err(ctx.corrupt("the header says the log must be replayed but the log holds no valid entry sequence"))
 }
 
 fn utf16le(b: &[u8]) -> String {
@@ -109,17 +320,15 @@ impl VhdxReader {
         if le16(&h, 66) != 1 {
             return Err(ctx.unsupported(format!("header version {}", le16(&h, 66))));
         }
+        let mut vf = VFile { file, len: file_len, real_len: file_len, ops: Vec::new() };
         if !util::is_zero(h.get(48..64).unwrap_or_default()) {
-            return Err(ctx.unsupported(
-                "the log is active (the image was not closed cleanly) and log replay is not implemented; \
-                 replay it by opening the image read-write once, e.g. `qemu-img check -r all -f vhdx FILE` or attaching it in Hyper-V",
-            ));
+            replay_log(&ctx, &mut vf, &h)?;
         }
         // Region table.
         let mut regions: Option<Vec<u8>> = None;
         for off in [3 * KIB64, 4 * KIB64] {
             let mut r = vec![0u8; KIB64 as usize];
-            ctx.read_exact_at(&file, &mut r, off, "region table")?;
+            vf.read(&ctx, &mut r, off, "region table")?;
             if r.starts_with(b"regi") && checksum_ok(&r) {
                 regions = Some(r);
                 break;
@@ -137,7 +346,7 @@ impl VhdxReader {
             let e = 16 + i * 32;
             let id: [u8; 16] = util::bytes(&r, e);
             let (off, len, required) = (le64(&r, e + 16), u64::from(le32(&r, e + 24)), le32(&r, e + 28) & 1 != 0);
-            if off.saturating_add(len) > file_len || off < MIB {
+            if off.saturating_add(len) > vf.len || off < MIB {
                 return Err(ctx.corrupt(format!(
                     "region {i} at offset {off} ({len} bytes) overlaps the header area or lies beyond the end of the file ({file_len} bytes)"
                 )));
@@ -158,7 +367,7 @@ impl VhdxReader {
             return Err(ctx.corrupt(format!("metadata region of {meta_len} bytes is smaller than its 64 KiB table")));
         }
         let mut m = vec![0u8; KIB64 as usize];
-        ctx.read_exact_at(&file, &mut m, meta_off, "metadata table")?;
+        vf.read(&ctx, &mut m, meta_off, "metadata table")?;
         if !m.starts_with(b"metadata") {
             return Err(ctx.corrupt("metadata table lacks its \"metadata\" signature"));
         }
@@ -182,7 +391,7 @@ impl VhdxReader {
                 return Err(ctx.corrupt(format!("metadata item {i} (offset {ioff}, {ilen} bytes) lies outside the metadata region")));
             }
             let mut data = vec![0u8; ilen as usize];
-            ctx.read_exact_at(&file, &mut data, meta_off + ioff, "metadata item")?;
+            vf.read(&ctx, &mut data, meta_off + ioff, "metadata item")?;
             items.push((id, data));
         }
         let item = |id: [u8; 16]| items.iter().find(|(i, _)| *i == id).map(|(_, d)| d.as_slice());
@@ -220,7 +429,7 @@ impl VhdxReader {
             return Err(ctx.corrupt(format!("BAT needs {bat_bytes} bytes but its region has {bat_len}")));
         }
         let mut raw = vec![0u8; bat_bytes];
-        ctx.read_exact_at(&file, &mut raw, bat_off, "BAT")?;
+        vf.read(&ctx, &mut raw, bat_off, "BAT")?;
         let mut bat = Vec::with_capacity(blocks as usize);
         let mut seen = Vec::new();
         for b in 0..blocks {
@@ -231,7 +440,7 @@ impl VhdxReader {
                 NOT_PRESENT | UNDEFINED | ZERO | UNMAPPED => {}
                 FULLY_PRESENT => {
                     let off = e & !(MIB - 1);
-                    if off < MIB || off.saturating_add(block_size) > file_len {
+                    if off < MIB || off.saturating_add(block_size) > vf.len {
                         return Err(ctx.corrupt(format!(
                             "BAT entry for block {b} points to offset {off}, inside the header area or beyond the end of the file ({file_len} bytes)"
                         )));
@@ -251,7 +460,7 @@ impl VhdxReader {
         }
         drop(seen);
         let fixed = fp_flags & 1 != 0;
-        Ok(VhdxReader { ctx, file, fixed, size, block_size, bat })
+        Ok(VhdxReader { ctx, file: vf, fixed, size, block_size, bat })
     }
 }
 
@@ -271,7 +480,7 @@ impl DiskReader for VhdxReader {
                 FULLY_PRESENT => {
                     // Within a present block, the host file's holes are known zeros.
                     let off = e & !(MIB - 1);
-                    for (s, t) in util::file_data_ranges(&self.ctx, &self.file, off, off + len)? {
+                    for (s, t) in self.file.data_ranges(&self.ctx, off, off + len)? {
                         list.push(start + (s - off), t - s, ExtentKind::Data);
                     }
                 }
@@ -293,7 +502,7 @@ impl DiskReader for VhdxReader {
             let (chunk, tail) = rest.split_at_mut(n);
             let e = self.bat.get(b as usize).copied().unwrap_or(0);
             if e & 7 == FULLY_PRESENT {
-                self.ctx.read_exact_at(&self.file, chunk, (e & !(MIB - 1)) + within, "payload block")?;
+                self.file.read(&self.ctx, chunk, (e & !(MIB - 1)) + within, "payload block")?;
             } else {
                 chunk.fill(0);
             }

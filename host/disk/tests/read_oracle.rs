@@ -219,3 +219,67 @@ fn raw_sparse() {
     make_raw(&img, size, &writes);
     convert_and_check("raw", &img, &copy, Format::Raw, &writes, &[(11 * MIB, 40 * MIB)]);
 }
+
+/// A VHDX whose log must be replayed. qemu logs every BAT update and applies it at once;
+/// `qemu-io abort` then leaves those entries in the log. We re-arm the log (its GUID back
+/// in both headers) and wipe the BAT sector the log rewrites, so only a correct replay
+/// finds the data. The oracle replays a copy with `qemu-img check -r all`.
+#[test]
+fn vhdx_log_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dirty.vhdx");
+    let copy = dir.path().join("replayed.vhdx");
+    let raw = dir.path().join("replayed.raw");
+    let size = 64 * MIB;
+    let writes = [w(0, MIB, 0xaa), w(40 * MIB + 3, 100_000, 0xbb)];
+    run("qemu-img", &["create", "-q", "-f", "vhdx", img.to_str().unwrap(), &size.to_string()]);
+    let mut args = vec!["-f".to_string(), "vhdx".into()];
+    for x in &writes {
+        args.extend(["-c".into(), format!("write -P {:#x} {} {}", x.pat, x.off, x.len)]);
+    }
+    args.extend(["-c".into(), "abort".into(), img.to_str().unwrap().into()]);
+    let _ = std::process::Command::new("qemu-io").args(&args).output().unwrap(); // aborts by design
+
+    let mut bytes = std::fs::read(&img).unwrap();
+    let h = 64 * 1024;
+    let log_off = u64::from_le_bytes(bytes[h + 72..h + 80].try_into().unwrap()) as usize;
+    // qemu gives each log write a fresh log GUID: re-arm the newest entry's.
+    let newest = (0..256)
+        .map(|s| log_off + s * 4096)
+        .filter(|&o| &bytes[o..o + 4] == b"loge")
+        .max_by_key(|&o| u64::from_le_bytes(bytes[o + 16..o + 24].try_into().unwrap()))
+        .expect("qemu left no log entry");
+    let guid: [u8; 16] = bytes[newest + 32..newest + 48].try_into().unwrap();
+    for off in [64 * 1024usize, 128 * 1024] {
+        let hdr = &mut bytes[off..off + 4096];
+        hdr[48..64].copy_from_slice(&guid);
+        hdr[4..8].fill(0);
+        let c = crc32c(hdr);
+        hdr[4..8].copy_from_slice(&c.to_le_bytes());
+    }
+    // Find the BAT in the region table and wipe its first sector.
+    let rt = 192 * 1024;
+    let count = u32::from_le_bytes(bytes[rt + 8..rt + 12].try_into().unwrap()) as usize;
+    let bat_guid = [0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08];
+    let bat = (0..count)
+        .map(|i| rt + 16 + i * 32)
+        .find(|&e| bytes[e..e + 16] == bat_guid)
+        .map(|e| u64::from_le_bytes(bytes[e + 16..e + 24].try_into().unwrap()) as usize)
+        .unwrap();
+    bytes[bat..bat + 4096].fill(0);
+    std::fs::write(&img, &bytes).unwrap();
+    std::fs::write(&copy, &bytes).unwrap();
+
+    // qemu refuses to read it without replay; `check -r all` replays the copy.
+    let (code, _) = status("qemu-img", &["convert", "-f", "vhdx", "-O", "raw", img.to_str().unwrap(), raw.to_str().unwrap()]);
+    assert_ne!(code, 0, "qemu read a VHDX with an active log without replaying it");
+    run("qemu-img", &["check", "-q", "-r", "all", "-f", "vhdx", copy.to_str().unwrap()]);
+    run("qemu-img", &["convert", "-f", "vhdx", "-O", "raw", copy.to_str().unwrap(), raw.to_str().unwrap()]);
+
+    let mut r = open(&img).unwrap();
+    assert_eq!(r.format(), Format::VhdxDynamic);
+    assert_same_as_raw(r.as_mut(), &raw);
+    assert_allocation(r.as_mut(), &writes, &[(16 * MIB, 16 * MIB)]);
+    // The source file is left as it was.
+    assert_eq!(std::fs::read(&img).unwrap(), bytes);
+}

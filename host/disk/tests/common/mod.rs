@@ -151,3 +151,15 @@ pub fn make_raw(path: &Path, size: u64, writes: &[W]) {
     File::create(path).unwrap().set_len(size).unwrap();
     qemu_io_writes("raw", path, writes);
 }
+
+/// CRC-32C (Castagnoli), bitwise: for re-sealing VHDX structures a test modifies.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+        }
+    }
+    !c
+}
