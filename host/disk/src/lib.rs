@@ -31,7 +31,9 @@ pub use error::DiskError;
 pub enum Format {
     Raw,
     /// qcow2 version 2 or 3.
-    Qcow2 { version: u32 },
+    Qcow2 {
+        version: u32,
+    },
     VhdFixed,
     VhdDynamic,
     VhdxFixed,
@@ -165,7 +167,8 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn DiskReader>, DiskError> {
         return vmdk::open(path, file, &head);
     }
     if head.starts_with(b"COWD") {
-        return Err(util::Ctx::new(path, "VMDK").unsupported("VMware 3 (COWD) sparse extents are not supported"));
+        return Err(util::Ctx::new(path, "VMDK")
+            .unsupported("VMware 3 (COWD) sparse extents are not supported"));
     }
     if head.starts_with(b"vhdxfile") {
         return Ok(Box::new(vhdx::VhdxReader::open(path, file)?));
@@ -186,14 +189,22 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn DiskReader>, DiskError> {
 /// Creates a new image at `path` (replacing any file there) of `virtual_size` bytes.
 /// Formats with sector granularity round the size up to a multiple of 512 bytes, and a
 /// fixed VHD up to a multiple of 1 MiB; [`DiskWriter::virtual_size`] tells the result.
-pub fn create(path: impl AsRef<Path>, format: WriteFormat, virtual_size: u64) -> Result<Box<dyn DiskWriter>, DiskError> {
+pub fn create(
+    path: impl AsRef<Path>,
+    format: WriteFormat,
+    virtual_size: u64,
+) -> Result<Box<dyn DiskWriter>, DiskError> {
     let path = path.as_ref();
     Ok(match format {
         WriteFormat::Raw => Box::new(raw::RawWriter::create(path, virtual_size)?),
         WriteFormat::VhdFixed => Box::new(vhd::VhdFixedWriter::create(path, virtual_size)?),
         WriteFormat::VhdxDynamic => Box::new(vhdx::VhdxWriter::create(path, virtual_size)?),
-        WriteFormat::VmdkStreamOptimized => Box::new(vmdk::StreamWriter::create(path, virtual_size)?),
-        WriteFormat::VmdkMonolithicSparse => Box::new(vmdk::SparseWriter::create(path, virtual_size)?),
+        WriteFormat::VmdkStreamOptimized => {
+            Box::new(vmdk::StreamWriter::create(path, virtual_size)?)
+        }
+        WriteFormat::VmdkMonolithicSparse => {
+            Box::new(vmdk::SparseWriter::create(path, virtual_size)?)
+        }
         WriteFormat::Qcow2 => Box::new(qcow2::Qcow2Writer::create(path, virtual_size)?),
     })
 }
@@ -227,7 +238,9 @@ pub fn copy_to(reader: &mut dyn DiskReader, writer: &mut dyn DiskWriter) -> Resu
         let mut pos = ext.offset;
         let end = ext.offset + ext.length;
         while pos < end {
-            let n = usize::try_from(end - pos).unwrap_or(COPY_BUFFER).min(COPY_BUFFER);
+            let n = usize::try_from(end - pos)
+                .unwrap_or(COPY_BUFFER)
+                .min(COPY_BUFFER);
             let chunk = &mut buf[..n];
             reader.read_at(pos, chunk)?;
             writer.write_at(pos, chunk)?;

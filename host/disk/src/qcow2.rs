@@ -66,7 +66,9 @@ impl Qcow2Reader {
                 return Err(ctx.unsupported("external data file (incompatible feature bit 2)"));
             }
             if incompat & 16 != 0 {
-                return Err(ctx.unsupported("extended L2 entries / subclusters (incompatible feature bit 4)"));
+                return Err(ctx.unsupported(
+                    "extended L2 entries / subclusters (incompatible feature bit 4)",
+                ));
             }
             let unknown = incompat & !(1 | 2 | 4 | 8 | 16);
             if unknown != 0 {
@@ -90,7 +92,9 @@ impl Qcow2Reader {
             )));
         }
         let l1_bytes = util::table_len(&ctx, l1_size, 8, util::TABLE_LIMIT, "L1 table")?;
-        if l1_size > 0 && (!l1_off.is_multiple_of(cs) || l1_off.saturating_add(l1_bytes as u64) > file_len) {
+        if l1_size > 0
+            && (!l1_off.is_multiple_of(cs) || l1_off.saturating_add(l1_bytes as u64) > file_len)
+        {
             return Err(ctx.corrupt(format!(
                 "L1 table at offset {l1_off} ({l1_bytes} bytes) is misaligned or beyond the end of the file ({file_len} bytes)"
             )));
@@ -114,7 +118,16 @@ impl Qcow2Reader {
             }
             l1.push(off);
         }
-        Ok(Qcow2Reader { ctx, file, file_len, version, cluster_bits, size, l1, l2_cache: Vec::new() })
+        Ok(Qcow2Reader {
+            ctx,
+            file,
+            file_len,
+            version,
+            cluster_bits,
+            size,
+            l1,
+            l2_cache: Vec::new(),
+        })
     }
 
     fn cluster_size(&self) -> u64 {
@@ -128,14 +141,19 @@ impl Qcow2Reader {
         } else {
             let off = self.l1.get(l1_idx).copied().unwrap_or(0);
             let mut raw = vec![0u8; self.cluster_size() as usize];
-            self.ctx.read_exact_at(&self.file, &mut raw, off, "L2 table")?;
+            self.ctx
+                .read_exact_at(&self.file, &mut raw, off, "L2 table")?;
             let table = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
             if self.l2_cache.len() >= L2_CACHE {
                 self.l2_cache.remove(0);
             }
             self.l2_cache.push((l1_idx, table));
         }
-        Ok(self.l2_cache.last().map(|(_, t)| t.as_slice()).unwrap_or_default())
+        Ok(self
+            .l2_cache
+            .last()
+            .map(|(_, t)| t.as_slice())
+            .unwrap_or_default())
     }
 
     fn decode(&self, vcl: u64, e: u64) -> Result<Cluster, DiskError> {
@@ -164,14 +182,20 @@ impl Qcow2Reader {
         if self.l1.get(l1_idx).copied().unwrap_or(0) == 0 {
             return Ok(Cluster::Unallocated);
         }
-        let e = self.l2(l1_idx)?.get((vcl % l2_entries) as usize).copied().unwrap_or(0);
+        let e = self
+            .l2(l1_idx)?
+            .get((vcl % l2_entries) as usize)
+            .copied()
+            .unwrap_or(0);
         self.decode(vcl, e)
     }
 }
 
 impl DiskReader for Qcow2Reader {
     fn format(&self) -> Format {
-        Format::Qcow2 { version: self.version }
+        Format::Qcow2 {
+            version: self.version,
+        }
     }
     fn virtual_size(&self) -> u64 {
         self.size
@@ -195,7 +219,9 @@ impl DiskReader for Qcow2Reader {
                 match self.decode(vcl, e)? {
                     Cluster::Unallocated => {}
                     Cluster::Zero => list.push(start, len, ExtentKind::Cleared),
-                    Cluster::Data(_) | Cluster::Compressed => list.push(start, len, ExtentKind::Data),
+                    Cluster::Data(_) | Cluster::Compressed => {
+                        list.push(start, len, ExtentKind::Data)
+                    }
                 }
             }
         }
@@ -219,7 +245,8 @@ impl DiskReader for Qcow2Reader {
                     let at = host + within;
                     let avail = self.file_len.saturating_sub(at).min(n as u64) as usize;
                     let (have, missing) = chunk.split_at_mut(avail);
-                    self.ctx.read_exact_at(&self.file, have, at, "data cluster")?;
+                    self.ctx
+                        .read_exact_at(&self.file, have, at, "data cluster")?;
                     missing.fill(0);
                 }
                 Cluster::Compressed => {
@@ -277,7 +304,11 @@ impl UnitSink for Qcow2Sink {
         self.ctx.write_all_at(&self.file, data, off)?;
         self.next_free += W_CS;
         if let Some((_, t)) = self.cur_l2.as_mut() {
-            util::put(t, (index % W_L2_ENTRIES) as usize * 8, &(off | COPIED).to_be_bytes());
+            util::put(
+                t,
+                (index % W_L2_ENTRIES) as usize * 8,
+                &(off | COPIED).to_be_bytes(),
+            );
         }
         Ok(())
     }
@@ -292,7 +323,9 @@ pub(crate) struct Qcow2Writer {
 impl Qcow2Writer {
     pub fn create(path: &Path, size: u64) -> Result<Self, DiskError> {
         let ctx = Ctx::new(path, "qcow2");
-        let size = size.checked_next_multiple_of(512).ok_or_else(|| ctx.invalid("virtual size too large"))?;
+        let size = size
+            .checked_next_multiple_of(512)
+            .ok_or_else(|| ctx.invalid("virtual size too large"))?;
         let l1_size = div_ceil(size, W_CS * W_L2_ENTRIES);
         if l1_size > u64::from(u32::MAX) {
             return Err(ctx.invalid(format!("virtual size {size} is too large for qcow2")));
@@ -302,7 +335,13 @@ impl Qcow2Writer {
         Ok(Qcow2Writer {
             size,
             asm: Assembler::new(ctx.clone(), W_CS, size)?,
-            sink: Qcow2Sink { ctx, file, l1: vec![0; l1_len], cur_l2: None, next_free: W_CS },
+            sink: Qcow2Sink {
+                ctx,
+                file,
+                l1: vec![0; l1_len],
+                cur_l2: None,
+                next_free: W_CS,
+            },
         })
     }
 }
@@ -352,7 +391,11 @@ impl DiskWriter for Qcow2Writer {
                 if b >= blocks {
                     break;
                 }
-                util::put(&mut table, j as usize * 8, &(rb_off + b * W_CS).to_be_bytes());
+                util::put(
+                    &mut table,
+                    j as usize * 8,
+                    &(rb_off + b * W_CS).to_be_bytes(),
+                );
             }
             ctx.write_all_at(&s.file, &table, rt_off + tc * W_CS)?;
         }

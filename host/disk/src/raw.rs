@@ -63,7 +63,8 @@ impl UnitSink for RawSink {
     fn put_unit(&mut self, index: u64, data: &[u8]) -> Result<(), DiskError> {
         let off = index * RAW_UNIT;
         let n = usize::try_from((self.size - off).min(data.len() as u64)).unwrap_or(0);
-        self.ctx.write_all_at(&self.file, data.get(..n).unwrap_or_default(), off)
+        self.ctx
+            .write_all_at(&self.file, data.get(..n).unwrap_or_default(), off)
     }
 }
 
@@ -77,7 +78,10 @@ impl RawWriter {
         let ctx = Ctx::new(path, "raw");
         let file = util::create_rw(path)?;
         file.set_len(size).map_err(|e| ctx.io("set_len", e))?;
-        Ok(RawWriter { asm: Assembler::new(ctx.clone(), RAW_UNIT, size)?, sink: RawSink { ctx, file, size } })
+        Ok(RawWriter {
+            asm: Assembler::new(ctx.clone(), RAW_UNIT, size)?,
+            sink: RawSink { ctx, file, size },
+        })
     }
 }
 
@@ -90,6 +94,9 @@ impl DiskWriter for RawWriter {
     }
     fn finish(mut self: Box<Self>) -> Result<(), DiskError> {
         self.asm.flush(&mut self.sink)?;
-        self.sink.file.sync_all().map_err(|e| self.sink.ctx.io("fsync", e))
+        self.sink
+            .file
+            .sync_all()
+            .map_err(|e| self.sink.ctx.io("fsync", e))
     }
 }

@@ -16,26 +16,55 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn new(path: &Path, format: &'static str) -> Self {
-        Ctx { path: path.to_path_buf(), format }
+        Ctx {
+            path: path.to_path_buf(),
+            format,
+        }
     }
     pub fn corrupt(&self, what: impl Into<String>) -> DiskError {
-        DiskError::Corrupt { path: self.path.clone(), format: self.format, what: what.into() }
+        DiskError::Corrupt {
+            path: self.path.clone(),
+            format: self.format,
+            what: what.into(),
+        }
     }
     pub fn unsupported(&self, what: impl Into<String>) -> DiskError {
-        DiskError::Unsupported { path: self.path.clone(), format: self.format, what: what.into() }
+        DiskError::Unsupported {
+            path: self.path.clone(),
+            format: self.format,
+            what: what.into(),
+        }
     }
     pub fn invalid(&self, what: impl Into<String>) -> DiskError {
-        DiskError::InvalidRequest { path: self.path.clone(), format: self.format, what: what.into() }
+        DiskError::InvalidRequest {
+            path: self.path.clone(),
+            format: self.format,
+            what: what.into(),
+        }
     }
     pub fn io(&self, op: &'static str, source: std::io::Error) -> DiskError {
-        DiskError::Io { path: self.path.clone(), op, source }
+        DiskError::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        }
     }
     pub fn backing(&self, backing: impl Into<String>) -> DiskError {
-        DiskError::BackingFile { path: self.path.clone(), format: self.format, backing: backing.into() }
+        DiskError::BackingFile {
+            path: self.path.clone(),
+            format: self.format,
+            backing: backing.into(),
+        }
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`; a short file is reported as truncation.
-    pub fn read_exact_at(&self, file: &File, buf: &mut [u8], offset: u64, what: &str) -> Result<(), DiskError> {
+    pub fn read_exact_at(
+        &self,
+        file: &File,
+        buf: &mut [u8],
+        offset: u64,
+        what: &str,
+    ) -> Result<(), DiskError> {
         match file.read_exact_at(buf, offset) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.corrupt(format!(
@@ -47,19 +76,25 @@ impl Ctx {
     }
 
     pub fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> Result<(), DiskError> {
-        file.write_all_at(buf, offset).map_err(|e| self.io("write", e))
+        file.write_all_at(buf, offset)
+            .map_err(|e| self.io("write", e))
     }
 
     pub fn file_len(&self, file: &File) -> Result<u64, DiskError> {
         use std::io::Seek;
         // Seek rather than metadata so block devices report their size too.
         let mut f = file;
-        f.seek(std::io::SeekFrom::End(0)).map_err(|e| self.io("seek", e))
+        f.seek(std::io::SeekFrom::End(0))
+            .map_err(|e| self.io("seek", e))
     }
 }
 
 pub(crate) fn open_ro(path: &Path) -> Result<File, DiskError> {
-    File::open(path).map_err(|e| DiskError::Io { path: path.to_path_buf(), op: "open", source: e })
+    File::open(path).map_err(|e| DiskError::Io {
+        path: path.to_path_buf(),
+        op: "open",
+        source: e,
+    })
 }
 
 pub(crate) fn create_rw(path: &Path) -> Result<File, DiskError> {
@@ -69,7 +104,11 @@ pub(crate) fn create_rw(path: &Path) -> Result<File, DiskError> {
         .create(true)
         .truncate(true)
         .open(path)
-        .map_err(|e| DiskError::Io { path: path.to_path_buf(), op: "create", source: e })
+        .map_err(|e| DiskError::Io {
+            path: path.to_path_buf(),
+            op: "create",
+            source: e,
+        })
 }
 
 // ---- bounds-checked decoding (slices are always long enough by construction, but a
@@ -116,7 +155,13 @@ pub(crate) fn div_ceil(a: u64, b: u64) -> u64 {
 
 /// Converts a table size to a `usize` allocation, refusing anything above `limit` bytes so
 /// a corrupt header cannot make us allocate unbounded memory.
-pub(crate) fn table_len(ctx: &Ctx, entries: u64, entry_size: u64, limit: u64, what: &str) -> Result<usize, DiskError> {
+pub(crate) fn table_len(
+    ctx: &Ctx,
+    entries: u64,
+    entry_size: u64,
+    limit: u64,
+    what: &str,
+) -> Result<usize, DiskError> {
     let bytes = entries
         .checked_mul(entry_size)
         .ok_or_else(|| ctx.corrupt(format!("{what} size overflows")))?;
@@ -140,7 +185,11 @@ const fn crc32c_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -162,7 +211,12 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
 
 /// Data ranges of a host file within `[start, end)`, found with SEEK_DATA/SEEK_HOLE.
 /// Filesystems without hole support report everything as data.
-pub(crate) fn file_data_ranges(ctx: &Ctx, file: &File, start: u64, end: u64) -> Result<Vec<(u64, u64)>, DiskError> {
+pub(crate) fn file_data_ranges(
+    ctx: &Ctx,
+    file: &File,
+    start: u64,
+    end: u64,
+) -> Result<Vec<(u64, u64)>, DiskError> {
     use rustix::fs::{SeekFrom, seek};
     let mut out = Vec::new();
     let mut pos = start;
@@ -212,7 +266,11 @@ impl ExtentList {
             last.length += length;
             return;
         }
-        self.list.push(Extent { offset, length, kind });
+        self.list.push(Extent {
+            offset,
+            length,
+            kind,
+        });
     }
 }
 
@@ -220,7 +278,8 @@ impl ExtentList {
 pub(crate) fn random_bytes<const N: usize>(ctx: &Ctx) -> Result<[u8; N], DiskError> {
     let mut out = [0u8; N];
     let f = File::open("/dev/urandom").map_err(|e| ctx.io("open /dev/urandom", e))?;
-    f.read_exact_at(&mut out, 0).map_err(|e| ctx.io("read /dev/urandom", e))?;
+    f.read_exact_at(&mut out, 0)
+        .map_err(|e| ctx.io("read /dev/urandom", e))?;
     Ok(out)
 }
 
@@ -246,11 +305,24 @@ pub(crate) struct Assembler {
 
 impl Assembler {
     pub fn new(ctx: Ctx, unit: u64, virtual_size: u64) -> Result<Self, DiskError> {
-        let len = usize::try_from(unit).map_err(|_| ctx.invalid("unit size does not fit in memory"))?;
-        Ok(Assembler { ctx, unit, virtual_size, cur: None, buf: vec![0; len], next_min: 0 })
+        let len =
+            usize::try_from(unit).map_err(|_| ctx.invalid("unit size does not fit in memory"))?;
+        Ok(Assembler {
+            ctx,
+            unit,
+            virtual_size,
+            cur: None,
+            buf: vec![0; len],
+            next_min: 0,
+        })
     }
 
-    pub fn write_at(&mut self, sink: &mut dyn UnitSink, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+    pub fn write_at(
+        &mut self,
+        sink: &mut dyn UnitSink,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DiskError> {
         let len = data.len() as u64;
         if offset < self.next_min {
             return Err(self.ctx.invalid(format!(

@@ -35,17 +35,25 @@ pub(crate) struct VhdReader {
 
 enum Kind {
     Fixed,
-    Dynamic { block_size: u64, bitmap_size: u64, bat: Vec<u32> },
+    Dynamic {
+        block_size: u64,
+        bitmap_size: u64,
+        bat: Vec<u32>,
+    },
 }
 
 fn check_footer(ctx: &Ctx, f: &[u8]) -> Result<(), DiskError> {
     if !f.starts_with(b"conectix") {
-        return Err(ctx.corrupt("no footer (\"conectix\" cookie) in the last 512 bytes: the file is truncated"));
+        return Err(ctx.corrupt(
+            "no footer (\"conectix\" cookie) in the last 512 bytes: the file is truncated",
+        ));
     }
     let stored = be32(f, 64);
     let computed = checksum(f, 64);
     if stored != computed {
-        return Err(ctx.corrupt(format!("footer checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")));
+        return Err(ctx.corrupt(format!(
+            "footer checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+        )));
     }
     Ok(())
 }
@@ -54,7 +62,9 @@ impl VhdReader {
     pub fn open(path: &Path, file: File, len: u64) -> Result<Self, DiskError> {
         let ctx = Ctx::new(path, "VHD");
         if len < 512 {
-            return Err(ctx.corrupt(format!("truncated: the file is only {len} bytes, shorter than a footer")));
+            return Err(ctx.corrupt(format!(
+                "truncated: the file is only {len} bytes, shorter than a footer"
+            )));
         }
         let mut footer = [0u8; 512];
         ctx.read_exact_at(&file, &mut footer, len - 512, "footer")?;
@@ -75,11 +85,15 @@ impl VhdReader {
                 let hdr_off = be64(&footer, 16);
                 let mut h = [0u8; 1024];
                 if hdr_off.saturating_add(1024) > len - 512 {
-                    return Err(ctx.corrupt(format!("dynamic header offset {hdr_off} lies beyond the end of the file")));
+                    return Err(ctx.corrupt(format!(
+                        "dynamic header offset {hdr_off} lies beyond the end of the file"
+                    )));
                 }
                 ctx.read_exact_at(&file, &mut h, hdr_off, "dynamic disk header")?;
                 if !h.starts_with(b"cxsparse") {
-                    return Err(ctx.corrupt(format!("no dynamic disk header (\"cxsparse\") at offset {hdr_off}")));
+                    return Err(ctx.corrupt(format!(
+                        "no dynamic disk header (\"cxsparse\") at offset {hdr_off}"
+                    )));
                 }
                 let (stored, computed) = (be32(&h, 36), checksum(&h, 36));
                 if stored != computed {
@@ -88,22 +102,32 @@ impl VhdReader {
                     )));
                 }
                 if disk_type == DIFFERENCING {
-                    let name: Vec<u16> = h[64..576].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).take_while(|&c| c != 0).collect();
+                    let name: Vec<u16> = h[64..576]
+                        .chunks_exact(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        .take_while(|&c| c != 0)
+                        .collect();
                     return Err(ctx.backing(String::from_utf16_lossy(&name)));
                 }
                 let bat_off = be64(&h, 16);
                 let entries = u64::from(be32(&h, 28));
                 let block_size = u64::from(be32(&h, 32));
                 if !block_size.is_power_of_two() || !(512..=(256 << 20)).contains(&block_size) {
-                    return Err(ctx.corrupt(format!("block size {block_size} is not a power of two between 512 B and 256 MiB")));
+                    return Err(ctx.corrupt(format!(
+                        "block size {block_size} is not a power of two between 512 B and 256 MiB"
+                    )));
                 }
                 let needed = div_ceil(size, block_size);
                 if entries < needed {
-                    return Err(ctx.corrupt(format!("BAT has {entries} entries but {size} bytes need {needed}")));
+                    return Err(ctx.corrupt(format!(
+                        "BAT has {entries} entries but {size} bytes need {needed}"
+                    )));
                 }
                 let bat_bytes = util::table_len(&ctx, needed, 4, util::TABLE_LIMIT, "BAT")?;
                 if bat_off.saturating_add(bat_bytes as u64) > len {
-                    return Err(ctx.corrupt(format!("BAT at offset {bat_off} lies beyond the end of the file ({len} bytes)")));
+                    return Err(ctx.corrupt(format!(
+                        "BAT at offset {bat_off} lies beyond the end of the file ({len} bytes)"
+                    )));
                 }
                 let mut raw = vec![0u8; bat_bytes];
                 ctx.read_exact_at(&file, &mut raw, bat_off, "BAT")?;
@@ -121,11 +145,20 @@ impl VhdReader {
                     }
                     bat.push(e);
                 }
-                Kind::Dynamic { block_size, bitmap_size, bat }
+                Kind::Dynamic {
+                    block_size,
+                    bitmap_size,
+                    bat,
+                }
             }
             other => return Err(ctx.corrupt(format!("unknown disk type {other}"))),
         };
-        Ok(VhdReader { ctx, file, size, kind })
+        Ok(VhdReader {
+            ctx,
+            file,
+            size,
+            kind,
+        })
     }
 }
 
@@ -147,11 +180,17 @@ impl DiskReader for VhdReader {
                     list.push(s, e - s, ExtentKind::Data);
                 }
             }
-            Kind::Dynamic { block_size, bat, .. } => {
+            Kind::Dynamic {
+                block_size, bat, ..
+            } => {
                 for (i, &e) in bat.iter().enumerate() {
                     let start = i as u64 * block_size;
                     if e != UNALLOCATED && start < self.size {
-                        list.push(start, (*block_size).min(self.size - start), ExtentKind::Data);
+                        list.push(
+                            start,
+                            (*block_size).min(self.size - start),
+                            ExtentKind::Data,
+                        );
                     }
                 }
             }
@@ -162,7 +201,11 @@ impl DiskReader for VhdReader {
         check_range(&self.ctx, offset, buf.len(), self.size)?;
         match &self.kind {
             Kind::Fixed => self.ctx.read_exact_at(&self.file, buf, offset, "data"),
-            Kind::Dynamic { block_size, bitmap_size, bat } => {
+            Kind::Dynamic {
+                block_size,
+                bitmap_size,
+                bat,
+            } => {
                 let mut pos = offset;
                 let mut rest = buf;
                 while !rest.is_empty() {
@@ -174,7 +217,8 @@ impl DiskReader for VhdReader {
                         UNALLOCATED => chunk.fill(0),
                         sector => {
                             let at = u64::from(sector) * 512 + bitmap_size + within;
-                            self.ctx.read_exact_at(&self.file, chunk, at, "data block")?;
+                            self.ctx
+                                .read_exact_at(&self.file, chunk, at, "data block")?;
                         }
                     }
                     rest = tail;
@@ -254,7 +298,11 @@ pub(crate) fn fixed_footer(size: u64, unique_id: [u8; 16], timestamp: u32) -> [u
     let (c, h, s) = chs(size);
     // When CHS cannot express the size exactly, store the maximum geometry: readers
     // (qemu, Hyper-V, Azure) then take the size from the footer, not from CHS.
-    let (c, h, s) = if u64::from(c) * u64::from(h) * u64::from(s) * 512 == size { (c, h, s) } else { (65535, 16, 255) };
+    let (c, h, s) = if u64::from(c) * u64::from(h) * u64::from(s) * 512 == size {
+        (c, h, s)
+    } else {
+        (65535, 16, 255)
+    };
     util::put(&mut f, 56, &c.to_be_bytes());
     util::put(&mut f, 58, &[h, s]);
     util::put(&mut f, 60, &FIXED.to_be_bytes());
@@ -267,13 +315,21 @@ pub(crate) fn fixed_footer(size: u64, unique_id: [u8; 16], timestamp: u32) -> [u
 impl VhdFixedWriter {
     pub fn create(path: &Path, size: u64) -> Result<Self, DiskError> {
         let ctx = Ctx::new(path, "VHD");
-        let size = size.checked_next_multiple_of(1 << 20).ok_or_else(|| ctx.invalid("virtual size too large"))?;
+        let size = size
+            .checked_next_multiple_of(1 << 20)
+            .ok_or_else(|| ctx.invalid("virtual size too large"))?;
         if size > 2040 * (1 << 30) {
-            return Err(ctx.invalid(format!("virtual size {size} exceeds the VHD limit of 2040 GiB")));
+            return Err(ctx.invalid(format!(
+                "virtual size {size} exceeds the VHD limit of 2040 GiB"
+            )));
         }
         let file = util::create_rw(path)?;
         file.set_len(size + 512).map_err(|e| ctx.io("set_len", e))?;
-        Ok(VhdFixedWriter { size, asm: Assembler::new(ctx.clone(), FIXED_UNIT, size)?, sink: FixedSink { ctx, file } })
+        Ok(VhdFixedWriter {
+            size,
+            asm: Assembler::new(ctx.clone(), FIXED_UNIT, size)?,
+            sink: FixedSink { ctx, file },
+        })
     }
 }
 

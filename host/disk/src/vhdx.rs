@@ -17,17 +17,60 @@ const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
     let a = a.to_le_bytes();
     let b = b.to_le_bytes();
     let c = c.to_le_bytes();
-    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+        d[7],
+    ]
 }
 
-const BAT_GUID: [u8; 16] = guid(0x2DC2_7766, 0xF623, 0x4200, [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08]);
-const METADATA_GUID: [u8; 16] = guid(0x8B7C_A206, 0x4790, 0x4B9A, [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E]);
-const FILE_PARAMS: [u8; 16] = guid(0xCAA1_6737, 0xFA36, 0x4D43, [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B]);
-const VIRTUAL_SIZE: [u8; 16] = guid(0x2FA5_4224, 0xCD1B, 0x4876, [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8]);
-const PAGE83: [u8; 16] = guid(0xBECA_12AB, 0xB2E6, 0x4523, [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46]);
-const LOGICAL_SECTOR: [u8; 16] = guid(0x8141_BF1D, 0xA96F, 0x4709, [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F]);
-const PHYSICAL_SECTOR: [u8; 16] = guid(0xCDA3_48C7, 0x445D, 0x4471, [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56]);
-const PARENT_LOCATOR: [u8; 16] = guid(0xA8D3_5F2D, 0xB30B, 0x454D, [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C]);
+const BAT_GUID: [u8; 16] = guid(
+    0x2DC2_7766,
+    0xF623,
+    0x4200,
+    [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08],
+);
+const METADATA_GUID: [u8; 16] = guid(
+    0x8B7C_A206,
+    0x4790,
+    0x4B9A,
+    [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
+);
+const FILE_PARAMS: [u8; 16] = guid(
+    0xCAA1_6737,
+    0xFA36,
+    0x4D43,
+    [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
+);
+const VIRTUAL_SIZE: [u8; 16] = guid(
+    0x2FA5_4224,
+    0xCD1B,
+    0x4876,
+    [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
+);
+const PAGE83: [u8; 16] = guid(
+    0xBECA_12AB,
+    0xB2E6,
+    0x4523,
+    [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46],
+);
+const LOGICAL_SECTOR: [u8; 16] = guid(
+    0x8141_BF1D,
+    0xA96F,
+    0x4709,
+    [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F],
+);
+const PHYSICAL_SECTOR: [u8; 16] = guid(
+    0xCDA3_48C7,
+    0x445D,
+    0x4471,
+    [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56],
+);
+const PARENT_LOCATOR: [u8; 16] = guid(
+    0xA8D3_5F2D,
+    0xB30B,
+    0x454D,
+    [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
+);
 
 const NOT_PRESENT: u64 = 0;
 const UNDEFINED: u64 = 1;
@@ -97,11 +140,15 @@ impl VFile {
             if s >= e {
                 continue;
             }
-            let dst = buf.get_mut((s - off) as usize..(e - off) as usize).unwrap_or_default();
+            let dst = buf
+                .get_mut((s - off) as usize..(e - off) as usize)
+                .unwrap_or_default();
             match op {
-                LogOp::Data { sector, .. } => {
-                    dst.copy_from_slice(sector.get((s - o) as usize..(e - o) as usize).unwrap_or_default())
-                }
+                LogOp::Data { sector, .. } => dst.copy_from_slice(
+                    sector
+                        .get((s - o) as usize..(e - o) as usize)
+                        .unwrap_or_default(),
+                ),
                 LogOp::Zero { .. } => dst.fill(0),
             }
         }
@@ -151,7 +198,12 @@ fn parse_entry(log: &[u8], start: u64, guid: &[u8]) -> Option<LogEntry> {
     let tail = u64::from(le32(h, 12));
     let seq = le64(h, 16);
     let count = u64::from(le32(h, 24));
-    if len == 0 || !len.is_multiple_of(LOG_SECTOR) || len > log.len() as u64 || !tail.is_multiple_of(LOG_SECTOR) || tail >= log.len() as u64 {
+    if len == 0
+        || !len.is_multiple_of(LOG_SECTOR)
+        || len > log.len() as u64
+        || !tail.is_multiple_of(LOG_SECTOR)
+        || tail >= log.len() as u64
+    {
         return None;
     }
     let sectors = len / LOG_SECTOR;
@@ -179,12 +231,21 @@ fn parse_entry(log: &[u8], start: u64, guid: &[u8]) -> Option<LogEntry> {
         }
         if sig == b"zero" {
             let zlen = le64(&whole, e + 8);
-            if !zlen.is_multiple_of(LOG_SECTOR) || !file_off.is_multiple_of(LOG_SECTOR) || file_off.checked_add(zlen).is_none() {
+            if !zlen.is_multiple_of(LOG_SECTOR)
+                || !file_off.is_multiple_of(LOG_SECTOR)
+                || file_off.checked_add(zlen).is_none()
+            {
                 return None;
             }
-            ops.push(LogOp::Zero { off: file_off, len: zlen });
+            ops.push(LogOp::Zero {
+                off: file_off,
+                len: zlen,
+            });
         } else if sig == b"desc" {
-            if data_idx >= sectors || !file_off.is_multiple_of(LOG_SECTOR) || file_off.checked_add(LOG_SECTOR).is_none() {
+            if data_idx >= sectors
+                || !file_off.is_multiple_of(LOG_SECTOR)
+                || file_off.checked_add(LOG_SECTOR).is_none()
+            {
                 return None;
             }
             let ds = sector(data_idx);
@@ -197,7 +258,10 @@ fn parse_entry(log: &[u8], start: u64, guid: &[u8]) -> Option<LogEntry> {
             full.extend_from_slice(whole.get(e + 8..e + 16)?); // leading bytes
             full.extend_from_slice(ds.get(8..4092)?);
             full.extend_from_slice(whole.get(e + 4..e + 8)?); // trailing bytes
-            ops.push(LogOp::Data { off: file_off, sector: full });
+            ops.push(LogOp::Data {
+                off: file_off,
+                sector: full,
+            });
         } else {
             return None;
         }
@@ -205,7 +269,15 @@ fn parse_entry(log: &[u8], start: u64, guid: &[u8]) -> Option<LogEntry> {
     if data_idx != sectors {
         return None;
     }
-    Some(LogEntry { start, sectors, tail: tail / LOG_SECTOR, seq, flushed: le64(h, 48), last: le64(h, 56), ops })
+    Some(LogEntry {
+        start,
+        sectors,
+        tail: tail / LOG_SECTOR,
+        seq,
+        flushed: le64(h, 48),
+        last: le64(h, 56),
+        ops,
+    })
 }
 
 /// Finds the active log sequence (the valid sequence whose head has the highest sequence
@@ -217,7 +289,12 @@ fn replay_log(ctx: &Ctx, vf: &mut VFile, h: &[u8]) -> Result<(), DiskError> {
     if log_version != 0 {
         return Err(ctx.unsupported(format!("log version {log_version}")));
     }
-    if log_len == 0 || !log_len.is_multiple_of(MIB) || !log_off.is_multiple_of(MIB) || log_off < MIB || log_off.saturating_add(log_len) > vf.real_len {
+    if log_len == 0
+        || !log_len.is_multiple_of(MIB)
+        || !log_off.is_multiple_of(MIB)
+        || log_off < MIB
+        || log_off.saturating_add(log_len) > vf.real_len
+    {
         return Err(ctx.corrupt(format!(
             "the log must be replayed but its region (offset {log_off}, {log_len} bytes) is invalid or beyond the end of the file"
         )));
@@ -230,21 +307,31 @@ fn replay_log(ctx: &Ctx, vf: &mut VFile, h: &[u8]) -> Result<(), DiskError> {
     let mut log = vec![0u8; log_len as usize];
     ctx.read_exact_at(&vf.file, &mut log, log_off, "log")?;
     let n = log_len / LOG_SECTOR;
-    let mut heads: Vec<(u64, u64)> = (0..n).filter_map(|s| parse_entry(&log, s, &guid).map(|e| (e.seq, s))).collect();
+    let mut heads: Vec<(u64, u64)> = (0..n)
+        .filter_map(|s| parse_entry(&log, s, &guid).map(|e| (e.seq, s)))
+        .collect();
     heads.sort_unstable_by(|a, b| b.cmp(a));
     for &(_, head_start) in heads.iter().take(64) {
-        let Some(head) = parse_entry(&log, head_start, &guid) else { continue };
+        let Some(head) = parse_entry(&log, head_start, &guid) else {
+            continue;
+        };
         let mut seq_entries = Vec::new();
         let mut cur = head.tail;
         let mut ok = false;
         for _ in 0..n {
-            let Some(e) = parse_entry(&log, cur, &guid) else { break };
+            let Some(e) = parse_entry(&log, cur, &guid) else {
+                break;
+            };
             if let Some(prev) = seq_entries.last().map(|p: &LogEntry| p.seq)
                 && e.seq != prev + 1
             {
                 break;
             }
-            let (start, sectors, is_head) = (e.start, e.sectors, e.start == head.start && e.seq == head.seq);
+            let (start, sectors, is_head) = (
+                e.start,
+                e.sectors,
+                e.start == head.start && e.seq == head.seq,
+            );
             seq_entries.push(e);
             if is_head {
                 ok = true;
@@ -267,7 +354,9 @@ fn replay_log(ctx: &Ctx, vf: &mut VFile, h: &[u8]) -> Result<(), DiskError> {
         }
         return Ok(());
     }
-    Err(ctx.corrupt("the header says the log must be replayed but the log holds no valid entry sequence"))
+    Err(ctx.corrupt(
+        "the header says the log must be replayed but the log holds no valid entry sequence",
+    ))
 }
 
 fn utf16le(b: &[u8]) -> String {
@@ -283,9 +372,14 @@ fn parent_path(item: &[u8]) -> String {
         let e = 20 + i * 12;
         let (ko, vo) = (le32(item, e) as usize, le32(item, e + 4) as usize);
         let (kl, vl) = (le16(item, e + 8) as usize, le16(item, e + 10) as usize);
-        let (Some(k), Some(v)) = (item.get(ko..ko + kl), item.get(vo..vo + vl)) else { continue };
+        let (Some(k), Some(v)) = (item.get(ko..ko + kl), item.get(vo..vo + vl)) else {
+            continue;
+        };
         let key = utf16le(k);
-        if matches!(key.as_str(), "relative_path" | "absolute_win32_path" | "volume_path") {
+        if matches!(
+            key.as_str(),
+            "relative_path" | "absolute_win32_path" | "volume_path"
+        ) {
             best = utf16le(v);
             if key == "relative_path" {
                 break;
@@ -300,7 +394,9 @@ impl VhdxReader {
         let ctx = Ctx::new(path, "VHDX");
         let file_len = ctx.file_len(&file)?;
         if file_len < MIB {
-            return Err(ctx.corrupt(format!("truncated: {file_len} bytes is shorter than the 1 MiB header area")));
+            return Err(ctx.corrupt(format!(
+                "truncated: {file_len} bytes is shorter than the 1 MiB header area"
+            )));
         }
         // Headers: the valid one with the highest sequence number is current.
         let mut current: Option<Vec<u8>> = None;
@@ -315,12 +411,19 @@ impl VhdxReader {
             }
         }
         let Some(h) = current else {
-            return Err(ctx.corrupt("neither header (at 64 KiB and 128 KiB) has a valid signature and CRC-32C checksum"));
+            return Err(ctx.corrupt(
+                "neither header (at 64 KiB and 128 KiB) has a valid signature and CRC-32C checksum",
+            ));
         };
         if le16(&h, 66) != 1 {
             return Err(ctx.unsupported(format!("header version {}", le16(&h, 66))));
         }
-        let mut vf = VFile { file, len: file_len, real_len: file_len, ops: Vec::new() };
+        let mut vf = VFile {
+            file,
+            len: file_len,
+            real_len: file_len,
+            ops: Vec::new(),
+        };
         if !util::is_zero(h.get(48..64).unwrap_or_default()) {
             replay_log(&ctx, &mut vf, &h)?;
         }
@@ -339,13 +442,19 @@ impl VhdxReader {
         };
         let count = le32(&r, 8);
         if count > 2047 {
-            return Err(ctx.corrupt(format!("region table has {count} entries (at most 2047 allowed)")));
+            return Err(ctx.corrupt(format!(
+                "region table has {count} entries (at most 2047 allowed)"
+            )));
         }
         let (mut bat_region, mut meta_region) = (None, None);
         for i in 0..count as usize {
             let e = 16 + i * 32;
             let id: [u8; 16] = util::bytes(&r, e);
-            let (off, len, required) = (le64(&r, e + 16), u64::from(le32(&r, e + 24)), le32(&r, e + 28) & 1 != 0);
+            let (off, len, required) = (
+                le64(&r, e + 16),
+                u64::from(le32(&r, e + 24)),
+                le32(&r, e + 28) & 1 != 0,
+            );
             if off.saturating_add(len) > vf.len || off < MIB {
                 return Err(ctx.corrupt(format!(
                     "region {i} at offset {off} ({len} bytes) overlaps the header area or lies beyond the end of the file ({file_len} bytes)"
@@ -359,12 +468,15 @@ impl VhdxReader {
                 return Err(ctx.unsupported(format!("unknown required region {id:02x?}")));
             }
         }
-        let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat_region, meta_region) else {
+        let (Some((bat_off, bat_len)), Some((meta_off, meta_len))) = (bat_region, meta_region)
+        else {
             return Err(ctx.corrupt("region table lacks the BAT or the metadata region"));
         };
         // Metadata.
         if meta_len < KIB64 {
-            return Err(ctx.corrupt(format!("metadata region of {meta_len} bytes is smaller than its 64 KiB table")));
+            return Err(ctx.corrupt(format!(
+                "metadata region of {meta_len} bytes is smaller than its 64 KiB table"
+            )));
         }
         let mut m = vec![0u8; KIB64 as usize];
         vf.read(&ctx, &mut m, meta_off, "metadata table")?;
@@ -373,17 +485,33 @@ impl VhdxReader {
         }
         let mcount = le16(&m, 10);
         if mcount > 2047 {
-            return Err(ctx.corrupt(format!("metadata table has {mcount} entries (at most 2047 allowed)")));
+            return Err(ctx.corrupt(format!(
+                "metadata table has {mcount} entries (at most 2047 allowed)"
+            )));
         }
         let mut items: Vec<([u8; 16], Vec<u8>)> = Vec::new();
         for i in 0..mcount as usize {
             let e = 32 + i * 32;
             let id: [u8; 16] = util::bytes(&m, e);
-            let (ioff, ilen, flags) = (u64::from(le32(&m, e + 16)), u64::from(le32(&m, e + 20)), le32(&m, e + 24));
-            let known = [FILE_PARAMS, VIRTUAL_SIZE, PAGE83, LOGICAL_SECTOR, PHYSICAL_SECTOR, PARENT_LOCATOR].contains(&id);
+            let (ioff, ilen, flags) = (
+                u64::from(le32(&m, e + 16)),
+                u64::from(le32(&m, e + 20)),
+                le32(&m, e + 24),
+            );
+            let known = [
+                FILE_PARAMS,
+                VIRTUAL_SIZE,
+                PAGE83,
+                LOGICAL_SECTOR,
+                PHYSICAL_SECTOR,
+                PARENT_LOCATOR,
+            ]
+            .contains(&id);
             if !known {
                 if flags & 4 != 0 {
-                    return Err(ctx.unsupported(format!("unknown required metadata item {id:02x?}")));
+                    return Err(
+                        ctx.unsupported(format!("unknown required metadata item {id:02x?}"))
+                    );
                 }
                 continue;
             }
@@ -394,22 +522,33 @@ impl VhdxReader {
             vf.read(&ctx, &mut data, meta_off + ioff, "metadata item")?;
             items.push((id, data));
         }
-        let item = |id: [u8; 16]| items.iter().find(|(i, _)| *i == id).map(|(_, d)| d.as_slice());
+        let item = |id: [u8; 16]| {
+            items
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, d)| d.as_slice())
+        };
         let need = |id: [u8; 16], name: &str, len: usize| -> Result<&[u8], DiskError> {
             match item(id) {
                 Some(d) if d.len() >= len => Ok(d),
-                _ => Err(ctx.corrupt(format!("required metadata item {name} is missing or too short"))),
+                _ => Err(ctx.corrupt(format!(
+                    "required metadata item {name} is missing or too short"
+                ))),
             }
         };
         let fp = need(FILE_PARAMS, "file parameters", 8)?;
         let block_size = u64::from(le32(fp, 0));
         let fp_flags = le32(fp, 4);
         if fp_flags & 2 != 0 {
-            let parent = item(PARENT_LOCATOR).map(parent_path).unwrap_or_else(|| "(no parent locator)".into());
+            let parent = item(PARENT_LOCATOR)
+                .map(parent_path)
+                .unwrap_or_else(|| "(no parent locator)".into());
             return Err(ctx.backing(parent));
         }
         if !block_size.is_power_of_two() || !(MIB..=256 * MIB).contains(&block_size) {
-            return Err(ctx.corrupt(format!("block size {block_size} is not a power of two between 1 MiB and 256 MiB")));
+            return Err(ctx.corrupt(format!(
+                "block size {block_size} is not a power of two between 1 MiB and 256 MiB"
+            )));
         }
         let size = le64(need(VIRTUAL_SIZE, "virtual disk size", 8)?, 0);
         let lss = u64::from(le32(need(LOGICAL_SECTOR, "logical sector size", 4)?, 0));
@@ -419,14 +558,22 @@ impl VhdxReader {
         need(PHYSICAL_SECTOR, "physical sector size", 4)?;
         need(PAGE83, "virtual disk id", 16)?;
         if size > 64 << 40 {
-            return Err(ctx.corrupt(format!("virtual size {size} exceeds the 64 TiB VHDX maximum")));
+            return Err(ctx.corrupt(format!(
+                "virtual size {size} exceeds the 64 TiB VHDX maximum"
+            )));
         }
         let chunk_ratio = (1u64 << 23) * lss / block_size;
         let blocks = div_ceil(size, block_size);
-        let total = if blocks == 0 { 0 } else { blocks + (blocks - 1) / chunk_ratio };
+        let total = if blocks == 0 {
+            0
+        } else {
+            blocks + (blocks - 1) / chunk_ratio
+        };
         let bat_bytes = util::table_len(&ctx, total, 8, util::TABLE_LIMIT, "BAT")?;
         if bat_bytes as u64 > bat_len {
-            return Err(ctx.corrupt(format!("BAT needs {bat_bytes} bytes but its region has {bat_len}")));
+            return Err(ctx.corrupt(format!(
+                "BAT needs {bat_bytes} bytes but its region has {bat_len}"
+            )));
         }
         let mut raw = vec![0u8; bat_bytes];
         vf.read(&ctx, &mut raw, bat_off, "BAT")?;
@@ -448,9 +595,15 @@ impl VhdxReader {
                     seen.push(off);
                 }
                 PARTIALLY_PRESENT => {
-                    return Err(ctx.corrupt(format!("block {b} is partially present but the disk has no parent")));
+                    return Err(ctx.corrupt(format!(
+                        "block {b} is partially present but the disk has no parent"
+                    )));
                 }
-                s => return Err(ctx.corrupt(format!("BAT entry for block {b} has invalid state {s}"))),
+                s => {
+                    return Err(
+                        ctx.corrupt(format!("BAT entry for block {b} has invalid state {s}"))
+                    );
+                }
             }
             bat.push(e);
         }
@@ -460,13 +613,24 @@ impl VhdxReader {
         }
         drop(seen);
         let fixed = fp_flags & 1 != 0;
-        Ok(VhdxReader { ctx, file: vf, fixed, size, block_size, bat })
+        Ok(VhdxReader {
+            ctx,
+            file: vf,
+            fixed,
+            size,
+            block_size,
+            bat,
+        })
     }
 }
 
 impl DiskReader for VhdxReader {
     fn format(&self) -> Format {
-        if self.fixed { Format::VhdxFixed } else { Format::VhdxDynamic }
+        if self.fixed {
+            Format::VhdxFixed
+        } else {
+            Format::VhdxDynamic
+        }
     }
     fn virtual_size(&self) -> u64 {
         self.size
@@ -502,7 +666,8 @@ impl DiskReader for VhdxReader {
             let (chunk, tail) = rest.split_at_mut(n);
             let e = self.bat.get(b as usize).copied().unwrap_or(0);
             if e & 7 == FULLY_PRESENT {
-                self.file.read(&self.ctx, chunk, (e & !(MIB - 1)) + within, "payload block")?;
+                self.file
+                    .read(&self.ctx, chunk, (e & !(MIB - 1)) + within, "payload block")?;
             } else {
                 chunk.fill(0);
             }
@@ -549,7 +714,8 @@ impl UnitSink for VhdxSink {
             }
             off
         };
-        self.ctx.write_all_at(&self.file, data, block_off + (index % per_block) * W_UNIT)
+        self.ctx
+            .write_all_at(&self.file, data, block_off + (index % per_block) * W_UNIT)
     }
 }
 
@@ -562,19 +728,32 @@ pub(crate) struct VhdxWriter {
 impl VhdxWriter {
     pub fn create(path: &Path, size: u64) -> Result<Self, DiskError> {
         let ctx = Ctx::new(path, "VHDX");
-        let size = size.checked_next_multiple_of(W_LSS).ok_or_else(|| ctx.invalid("virtual size too large"))?;
+        let size = size
+            .checked_next_multiple_of(W_LSS)
+            .ok_or_else(|| ctx.invalid("virtual size too large"))?;
         if size > 64 << 40 {
-            return Err(ctx.invalid(format!("virtual size {size} exceeds the 64 TiB VHDX maximum")));
+            return Err(ctx.invalid(format!(
+                "virtual size {size} exceeds the 64 TiB VHDX maximum"
+            )));
         }
         let blocks = div_ceil(size, W_BLOCK);
-        let total = if blocks == 0 { 0 } else { blocks + (blocks - 1) / W_CHUNK_RATIO };
+        let total = if blocks == 0 {
+            0
+        } else {
+            blocks + (blocks - 1) / W_CHUNK_RATIO
+        };
         let bat_len = util::table_len(&ctx, total, 8, util::TABLE_LIMIT, "BAT")? / 8;
         let bat_region = ((bat_len as u64) * 8).next_multiple_of(MIB).max(MIB);
         let file = util::create_rw(path)?;
         Ok(VhdxWriter {
             size,
             asm: Assembler::new(ctx.clone(), W_UNIT, size)?,
-            sink: VhdxSink { ctx, file, bat: vec![0; bat_len], next_free: BAT_OFF + bat_region },
+            sink: VhdxSink {
+                ctx,
+                file,
+                bat: vec![0; bat_len],
+                next_free: BAT_OFF + bat_region,
+            },
         })
     }
 }
@@ -603,7 +782,11 @@ impl DiskWriter for VhdxWriter {
         util::put(&mut meta, 0, b"metadata");
         let page83 = util::random_bytes::<16>(&ctx)?;
         let items: [([u8; 16], Vec<u8>, u32); 5] = [
-            (FILE_PARAMS, [(W_BLOCK as u32).to_le_bytes(), 0u32.to_le_bytes()].concat(), 4),
+            (
+                FILE_PARAMS,
+                [(W_BLOCK as u32).to_le_bytes(), 0u32.to_le_bytes()].concat(),
+                4,
+            ),
             (VIRTUAL_SIZE, self.size.to_le_bytes().to_vec(), 2 | 4),
             (PAGE83, page83.to_vec(), 2 | 4),
             (LOGICAL_SECTOR, (W_LSS as u32).to_le_bytes().to_vec(), 2 | 4),
@@ -625,7 +808,13 @@ impl DiskWriter for VhdxWriter {
         let mut rt = vec![0u8; KIB64 as usize];
         util::put(&mut rt, 0, b"regi");
         util::put(&mut rt, 8, &2u32.to_le_bytes());
-        for (i, (id, off, len)) in [(BAT_GUID, BAT_OFF, bat_region), (METADATA_GUID, META_OFF, META_LEN)].iter().enumerate() {
+        for (i, (id, off, len)) in [
+            (BAT_GUID, BAT_OFF, bat_region),
+            (METADATA_GUID, META_OFF, META_LEN),
+        ]
+        .iter()
+        .enumerate()
+        {
             let e = 16 + i * 32;
             util::put(&mut rt, e, id);
             util::put(&mut rt, e + 16, &off.to_le_bytes());
@@ -653,10 +842,15 @@ impl DiskWriter for VhdxWriter {
         // File type identifier last.
         let mut ident = vec![0u8; 520];
         util::put(&mut ident, 0, b"vhdxfile");
-        let creator: Vec<u8> = "lifeboat".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let creator: Vec<u8> = "lifeboat"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
         util::put(&mut ident, 8, &creator);
         ctx.write_all_at(&s.file, &ident, 0)?;
-        s.file.set_len(s.next_free).map_err(|e| ctx.io("set_len", e))?;
+        s.file
+            .set_len(s.next_free)
+            .map_err(|e| ctx.io("set_len", e))?;
         s.file.sync_all().map_err(|e| ctx.io("fsync", e))
     }
 }

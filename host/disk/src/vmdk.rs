@@ -40,7 +40,12 @@ struct ExtentLine {
 }
 
 fn parse_descriptor(ctx: &Ctx, text: &str) -> Result<Descriptor, DiskError> {
-    let mut d = Descriptor { create_type: String::new(), parent_cid: None, parent_hint: None, extents: Vec::new() };
+    let mut d = Descriptor {
+        create_type: String::new(),
+        parent_cid: None,
+        parent_hint: None,
+        extents: Vec::new(),
+    };
     for line in text.lines() {
         let line = line.trim().trim_end_matches('\0');
         if line.is_empty() || line.starts_with('#') {
@@ -53,18 +58,22 @@ fn parse_descriptor(ctx: &Ctx, text: &str) -> Result<Descriptor, DiskError> {
             rest = rest[sectors_s.len()..].trim_start();
             let kind = rest.split_whitespace().next().unwrap_or("").to_string();
             rest = rest[kind.len()..].trim_start();
-            let sectors = sectors_s
-                .parse::<u64>()
-                .map_err(|_| ctx.corrupt(format!("descriptor extent line has a bad size: {line:?}")))?;
+            let sectors = sectors_s.parse::<u64>().map_err(|_| {
+                ctx.corrupt(format!("descriptor extent line has a bad size: {line:?}"))
+            })?;
             let (file, after) = if kind == "ZERO" {
                 (String::new(), "")
             } else {
-                let r = rest
-                    .strip_prefix('"')
-                    .ok_or_else(|| ctx.corrupt(format!("descriptor extent line lacks a quoted file name: {line:?}")))?;
-                let end = r
-                    .find('"')
-                    .ok_or_else(|| ctx.corrupt(format!("descriptor extent line has an unterminated file name: {line:?}")))?;
+                let r = rest.strip_prefix('"').ok_or_else(|| {
+                    ctx.corrupt(format!(
+                        "descriptor extent line lacks a quoted file name: {line:?}"
+                    ))
+                })?;
+                let end = r.find('"').ok_or_else(|| {
+                    ctx.corrupt(format!(
+                        "descriptor extent line has an unterminated file name: {line:?}"
+                    ))
+                })?;
                 (r[..end].to_string(), r[end + 1..].trim())
             };
             let offset = if after.is_empty() {
@@ -75,9 +84,16 @@ fn parse_descriptor(ctx: &Ctx, text: &str) -> Result<Descriptor, DiskError> {
                     .next()
                     .unwrap_or("0")
                     .parse::<u64>()
-                    .map_err(|_| ctx.corrupt(format!("descriptor extent line has a bad offset: {line:?}")))?
+                    .map_err(|_| {
+                        ctx.corrupt(format!("descriptor extent line has a bad offset: {line:?}"))
+                    })?
             };
-            d.extents.push(ExtentLine { sectors, kind, file, offset });
+            d.extents.push(ExtentLine {
+                sectors,
+                kind,
+                file,
+                offset,
+            });
         } else if let Some((k, v)) = line.split_once('=') {
             let v = v.trim().trim_matches('"').to_string();
             match k.trim() {
@@ -91,7 +107,11 @@ fn parse_descriptor(ctx: &Ctx, text: &str) -> Result<Descriptor, DiskError> {
     if let Some(cid) = &d.parent_cid
         && !cid.eq_ignore_ascii_case("ffffffff")
     {
-        return Err(ctx.backing(d.parent_hint.clone().unwrap_or_else(|| format!("(parentCID {cid})"))));
+        return Err(ctx.backing(
+            d.parent_hint
+                .clone()
+                .unwrap_or_else(|| format!("(parentCID {cid})")),
+        ));
     }
     Ok(d)
 }
@@ -160,7 +180,9 @@ impl Sparse {
             // streamOptimized: the footer (a header copy with the real grain directory
             // offset) sits before the end-of-stream marker.
             if file_len < 1536 {
-                return Err(ctx.corrupt("truncated: grain directory is at the end but the file has no footer"));
+                return Err(ctx.corrupt(
+                    "truncated: grain directory is at the end but the file has no footer",
+                ));
             }
             let mut fb = [0u8; 512];
             ctx.read_exact_at(&file, &mut fb, file_len - 1024, "footer")?;
@@ -175,15 +197,22 @@ impl Sparse {
         }
         let grain_sectors = h.grain;
         if !grain_sectors.is_power_of_two() || grain_sectors > 32768 {
-            return Err(ctx.corrupt(format!("grain size of {grain_sectors} sectors is not a power of two up to 16 MiB")));
+            return Err(ctx.corrupt(format!(
+                "grain size of {grain_sectors} sectors is not a power of two up to 16 MiB"
+            )));
         }
         let gtes = u64::from(h.gtes);
         if !gtes.is_power_of_two() || gtes > 65536 {
-            return Err(ctx.corrupt(format!("{gtes} entries per grain table is not a power of two up to 65536")));
+            return Err(ctx.corrupt(format!(
+                "{gtes} entries per grain table is not a power of two up to 65536"
+            )));
         }
         let compressed = h.flags & FLAG_COMPRESSED != 0;
         if compressed && h.compress != 1 {
-            return Err(ctx.unsupported(format!("compression algorithm {} (only 1 = deflate is defined)", h.compress)));
+            return Err(ctx.unsupported(format!(
+                "compression algorithm {} (only 1 = deflate is defined)",
+                h.compress
+            )));
         }
         if compressed && h.flags & FLAG_MARKERS == 0 {
             return Err(ctx.unsupported("compressed grains without grain markers"));
@@ -195,7 +224,10 @@ impl Sparse {
         let grain_bytes = grain_sectors * 512;
         let num_gts = div_ceil(h.capacity, grain_sectors * gtes);
         let gd_bytes = util::table_len(&ctx, num_gts, 4, util::TABLE_LIMIT, "grain directory")?;
-        let gd_at = h.gd_off.checked_mul(512).filter(|o| o.saturating_add(gd_bytes as u64) <= file_len);
+        let gd_at = h
+            .gd_off
+            .checked_mul(512)
+            .filter(|o| o.saturating_add(gd_bytes as u64) <= file_len);
         let Some(gd_at) = gd_at else {
             return Err(ctx.corrupt(format!(
                 "grain directory at sector {} ({gd_bytes} bytes) lies beyond the end of the file ({file_len} bytes)",
@@ -218,7 +250,12 @@ impl Sparse {
         if h.desc_off != 0 && h.desc_size != 0 {
             let len = h.desc_size.saturating_mul(512).min(MAX_DESCRIPTOR);
             let mut d = vec![0u8; len as usize];
-            ctx.read_exact_at(&file, &mut d, h.desc_off.saturating_mul(512), "embedded descriptor")?;
+            ctx.read_exact_at(
+                &file,
+                &mut d,
+                h.desc_off.saturating_mul(512),
+                "embedded descriptor",
+            )?;
             let end = d.iter().position(|&b| b == 0).unwrap_or(d.len());
             descriptor = Some(String::from_utf8_lossy(&d[..end]).into_owned());
         }
@@ -249,14 +286,19 @@ impl Sparse {
         } else {
             let sector = self.gd.get(gd_idx).copied().unwrap_or(0);
             let mut raw = vec![0u8; (self.gtes * 4) as usize];
-            self.ctx.read_exact_at(&self.file, &mut raw, u64::from(sector) * 512, "grain table")?;
+            self.ctx
+                .read_exact_at(&self.file, &mut raw, u64::from(sector) * 512, "grain table")?;
             let t = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
             if self.gt_cache.len() >= GT_CACHE {
                 self.gt_cache.remove(0);
             }
             self.gt_cache.push((gd_idx, t));
         }
-        Ok(self.gt_cache.last().map(|(_, t)| t.as_slice()).unwrap_or_default())
+        Ok(self
+            .gt_cache
+            .last()
+            .map(|(_, t)| t.as_slice())
+            .unwrap_or_default())
     }
 
     fn decode(&self, gte: u32) -> Grain {
@@ -314,7 +356,8 @@ impl Sparse {
             return Ok(());
         }
         let mut m = [0u8; 12];
-        self.ctx.read_exact_at(&self.file, &mut m, off, "grain marker")?;
+        self.ctx
+            .read_exact_at(&self.file, &mut m, off, "grain marker")?;
         let lba = le64(&m, 0);
         let size = u64::from(le32(&m, 8));
         let expect = grain * (self.grain_bytes / 512);
@@ -324,10 +367,17 @@ impl Sparse {
             )));
         }
         if size == 0 || size > self.grain_bytes * 2 + 4096 {
-            return Err(self.ctx.corrupt(format!("grain marker at offset {off} has an implausible compressed size {size}")));
+            return Err(self.ctx.corrupt(format!(
+                "grain marker at offset {off} has an implausible compressed size {size}"
+            )));
         }
         self.inflate_in.resize(size as usize, 0);
-        self.ctx.read_exact_at(&self.file, &mut self.inflate_in, off + 12, "compressed grain")?;
+        self.ctx.read_exact_at(
+            &self.file,
+            &mut self.inflate_in,
+            off + 12,
+            "compressed grain",
+        )?;
         let mut out = match self.grain_cache.take() {
             Some((_, v)) => v,
             None => Vec::new(),
@@ -344,7 +394,11 @@ impl Sparse {
                     self.grain_bytes
                 )));
             }
-            Err(e) => return Err(self.ctx.corrupt(format!("compressed grain at offset {off}: {e}"))),
+            Err(e) => {
+                return Err(self
+                    .ctx
+                    .corrupt(format!("compressed grain at offset {off}: {e}")));
+            }
         }
         let produced = z.total_out() as usize;
         if let Some(rest) = out.get_mut(produced..) {
@@ -367,7 +421,10 @@ impl Sparse {
                 Grain::Unallocated | Grain::Zero => chunk.fill(0),
                 Grain::At(off) if self.compressed() => {
                     self.load_compressed(grain, off)?;
-                    let src = self.grain_cache.as_ref().and_then(|(_, v)| v.get(within as usize..within as usize + n));
+                    let src = self
+                        .grain_cache
+                        .as_ref()
+                        .and_then(|(_, v)| v.get(within as usize..within as usize + n));
                     match src {
                         Some(s) => chunk.copy_from_slice(s),
                         None => chunk.fill(0),
@@ -429,8 +486,14 @@ pub(crate) fn open(path: &Path, file: File, head: &[u8]) -> Result<Box<dyn DiskR
             Some(text) => {
                 let d = parse_descriptor(&ctx, text)?;
                 let f = format_of(&ctx, &d.create_type)?;
-                if !matches!(f, Format::VmdkMonolithicSparse | Format::VmdkStreamOptimized) {
-                    return Err(ctx.corrupt(format!("a hosted sparse extent claims createType {:?}", d.create_type)));
+                if !matches!(
+                    f,
+                    Format::VmdkMonolithicSparse | Format::VmdkStreamOptimized
+                ) {
+                    return Err(ctx.corrupt(format!(
+                        "a hosted sparse extent claims createType {:?}",
+                        d.create_type
+                    )));
                 }
                 if d.extents.len() > 1 {
                     return Err(ctx.unsupported("embedded descriptor lists more than one extent"));
@@ -441,21 +504,38 @@ pub(crate) fn open(path: &Path, file: File, head: &[u8]) -> Result<Box<dyn DiskR
             None => Format::VmdkMonolithicSparse,
         };
         let size = sparse.capacity;
-        let parts = vec![Part { start: 0, len: size, kind: PartKind::Sparse(Box::new(sparse)) }];
-        return Ok(Box::new(VmdkReader { ctx, format, size, parts }));
+        let parts = vec![Part {
+            start: 0,
+            len: size,
+            kind: PartKind::Sparse(Box::new(sparse)),
+        }];
+        return Ok(Box::new(VmdkReader {
+            ctx,
+            format,
+            size,
+            parts,
+        }));
     }
     // A descriptor file.
     let len = ctx.file_len(&file)?;
     if len > MAX_DESCRIPTOR {
-        return Err(ctx.corrupt(format!("descriptor file of {len} bytes is implausibly large")));
+        return Err(ctx.corrupt(format!(
+            "descriptor file of {len} bytes is implausibly large"
+        )));
     }
     let mut text = vec![0u8; len as usize];
     ctx.read_exact_at(&file, &mut text, 0, "descriptor")?;
     let text = String::from_utf8_lossy(&text);
     let d = parse_descriptor(&ctx, &text)?;
     let format = format_of(&ctx, &d.create_type)?;
-    if matches!(format, Format::VmdkMonolithicSparse | Format::VmdkStreamOptimized) {
-        return Err(ctx.corrupt(format!("a descriptor file claims createType {:?}, which needs an embedded descriptor", d.create_type)));
+    if matches!(
+        format,
+        Format::VmdkMonolithicSparse | Format::VmdkStreamOptimized
+    ) {
+        return Err(ctx.corrupt(format!(
+            "a descriptor file claims createType {:?}, which needs an embedded descriptor",
+            d.create_type
+        )));
     }
     if d.extents.is_empty() {
         return Err(ctx.corrupt("descriptor lists no extents"));
@@ -485,13 +565,19 @@ pub(crate) fn open(path: &Path, file: File, head: &[u8]) -> Result<Box<dyn DiskR
                         len
                     )));
                 }
-                PartKind::Flat { ctx: ectx, file: f, offset }
+                PartKind::Flat {
+                    ctx: ectx,
+                    file: f,
+                    offset,
+                }
             }
             "SPARSE" => {
                 let f = util::open_ro(&epath)?;
                 let (s, _) = Sparse::open(Ctx::new(&epath, "VMDK"), f)?;
                 if s.compressed() {
-                    return Err(ctx.unsupported("compressed sparse extent referenced from a descriptor file"));
+                    return Err(ctx.unsupported(
+                        "compressed sparse extent referenced from a descriptor file",
+                    ));
                 }
                 if s.capacity < len {
                     return Err(ctx.corrupt(format!(
@@ -508,7 +594,12 @@ pub(crate) fn open(path: &Path, file: File, head: &[u8]) -> Result<Box<dyn DiskR
             .checked_add(len)
             .ok_or_else(|| ctx.corrupt("total extent size overflows"))?;
     }
-    Ok(Box::new(VmdkReader { ctx, format, size: start, parts }))
+    Ok(Box::new(VmdkReader {
+        ctx,
+        format,
+        size: start,
+        parts,
+    }))
 }
 
 impl DiskReader for VmdkReader {
@@ -546,7 +637,11 @@ impl DiskReader for VmdkReader {
         let mut pos = offset;
         let mut rest = buf;
         while !rest.is_empty() {
-            let Some(p) = self.parts.iter_mut().find(|p| pos >= p.start && pos < p.start + p.len) else {
+            let Some(p) = self
+                .parts
+                .iter_mut()
+                .find(|p| pos >= p.start && pos < p.start + p.len)
+            else {
                 return Err(self.ctx.invalid(format!("offset {pos} is in no extent")));
             };
             let within = pos - p.start;
@@ -554,7 +649,9 @@ impl DiskReader for VmdkReader {
             let (chunk, tail) = rest.split_at_mut(n);
             match &mut p.kind {
                 PartKind::Zero => chunk.fill(0),
-                PartKind::Flat { ctx, file, offset } => ctx.read_exact_at(file, chunk, *offset + within, "flat extent")?,
+                PartKind::Flat { ctx, file, offset } => {
+                    ctx.read_exact_at(file, chunk, *offset + within, "flat extent")?
+                }
                 PartKind::Sparse(s) => s.read_at(within, chunk)?,
             }
             rest = tail;
@@ -571,11 +668,21 @@ const W_GRAIN: u64 = W_GRAIN_SECTORS * 512;
 const W_GTES: u64 = 512;
 const W_DESC_SECTORS: u64 = 20;
 
-fn descriptor_text(ctx: &Ctx, path: &Path, create_type: &str, size: u64) -> Result<Vec<u8>, DiskError> {
+fn descriptor_text(
+    ctx: &Ctx,
+    path: &Path,
+    create_type: &str,
+    size: u64,
+) -> Result<Vec<u8>, DiskError> {
     let cid = u32::from_le_bytes(util::random_bytes::<4>(ctx)?) | 1;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if name.contains('"') {
-        return Err(ctx.invalid("file name contains a double quote, which a VMDK descriptor cannot hold"));
+        return Err(
+            ctx.invalid("file name contains a double quote, which a VMDK descriptor cannot hold")
+        );
     }
     let sectors = size / 512;
     let cyls = (sectors / (255 * 63)).clamp(1, 65535);
@@ -595,7 +702,15 @@ fn descriptor_text(ctx: &Ctx, path: &Path, create_type: &str, size: u64) -> Resu
 }
 
 #[allow(clippy::too_many_arguments)]
-fn header_bytes(version: u32, flags: u32, capacity_sectors: u64, rgd: u64, gd: u64, overhead: u64, compress: u16) -> [u8; 512] {
+fn header_bytes(
+    version: u32,
+    flags: u32,
+    capacity_sectors: u64,
+    rgd: u64,
+    gd: u64,
+    overhead: u64,
+    compress: u16,
+) -> [u8; 512] {
     let mut h = [0u8; 512];
     util::put(&mut h, 0, b"KDMV");
     util::put(&mut h, 4, &version.to_le_bytes());
@@ -614,14 +729,17 @@ fn header_bytes(version: u32, flags: u32, capacity_sectors: u64, rgd: u64, gd: u
 }
 
 fn round_size(ctx: &Ctx, size: u64) -> Result<u64, DiskError> {
-    size.checked_next_multiple_of(512).ok_or_else(|| ctx.invalid("virtual size too large"))
+    size.checked_next_multiple_of(512)
+        .ok_or_else(|| ctx.invalid("virtual size too large"))
 }
 
 fn gd_len(ctx: &Ctx, size: u64) -> Result<u64, DiskError> {
     let n = div_ceil(size, W_GRAIN * W_GTES);
     util::table_len(ctx, n, 4, util::TABLE_LIMIT, "grain directory")?;
     if n > u64::from(u32::MAX) / 4 {
-        return Err(ctx.invalid(format!("virtual size {size} is too large for a VMDK sparse extent")));
+        return Err(ctx.invalid(format!(
+            "virtual size {size} is too large for a VMDK sparse extent"
+        )));
     }
     Ok(n)
 }
@@ -646,13 +764,17 @@ struct StreamSink {
 
 impl StreamSink {
     fn sector_offset(&self) -> Result<u32, DiskError> {
-        u32::try_from(self.next_sector).map_err(|_| self.ctx.invalid("stream grows beyond 2 TiB of sectors addressable by a grain table"))
+        u32::try_from(self.next_sector).map_err(|_| {
+            self.ctx
+                .invalid("stream grows beyond 2 TiB of sectors addressable by a grain table")
+        })
     }
 
     fn flush_gt(&mut self) -> Result<(), DiskError> {
         if let Some((idx, gt)) = self.cur_gt.take() {
             let at = self.next_sector * 512;
-            self.ctx.write_all_at(&self.file, &marker(W_GTES * 4 / 512, 1), at)?;
+            self.ctx
+                .write_all_at(&self.file, &marker(W_GTES * 4 / 512, 1), at)?;
             self.ctx.write_all_at(&self.file, &gt, at + 512)?;
             self.next_sector += 1;
             let s = self.sector_offset()?;
@@ -673,11 +795,15 @@ impl UnitSink for StreamSink {
             self.cur_gt = Some((gd_idx, vec![0u8; (W_GTES * 4) as usize]));
         }
         self.zbuf.clear();
-        self.zbuf.extend_from_slice(&(index * W_GRAIN_SECTORS).to_le_bytes());
+        self.zbuf
+            .extend_from_slice(&(index * W_GRAIN_SECTORS).to_le_bytes());
         self.zbuf.extend_from_slice(&[0u8; 4]);
         self.z.reset();
         loop {
-            match self.z.compress_vec(data, &mut self.zbuf, FlushCompress::Finish) {
+            match self
+                .z
+                .compress_vec(data, &mut self.zbuf, FlushCompress::Finish)
+            {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) => self.zbuf.reserve(W_GRAIN as usize),
                 Err(e) => return Err(self.ctx.io("deflate", std::io::Error::other(e))),
@@ -688,7 +814,8 @@ impl UnitSink for StreamSink {
         let padded = (self.zbuf.len() as u64).next_multiple_of(512);
         self.zbuf.resize(padded as usize, 0);
         let sector = self.sector_offset()?;
-        self.ctx.write_all_at(&self.file, &self.zbuf, self.next_sector * 512)?;
+        self.ctx
+            .write_all_at(&self.file, &self.zbuf, self.next_sector * 512)?;
         self.next_sector += padded / 512;
         if let Some((_, gt)) = self.cur_gt.as_mut() {
             util::put(gt, (index % W_GTES) as usize * 4, &sector.to_le_bytes());
@@ -719,7 +846,12 @@ impl StreamWriter {
             z: Compress::new(Compression::default(), true),
             zbuf: Vec::with_capacity(W_GRAIN as usize + 4096),
         };
-        Ok(StreamWriter { path: path.to_path_buf(), size, asm: Assembler::new(ctx, W_GRAIN, size)?, sink })
+        Ok(StreamWriter {
+            path: path.to_path_buf(),
+            size,
+            asm: Assembler::new(ctx, W_GRAIN, size)?,
+            sink,
+        })
     }
 }
 
@@ -775,8 +907,10 @@ impl SparseSink {
     fn flush_gt(&mut self) -> Result<(), DiskError> {
         if let Some((idx, gt)) = self.cur_gt.take() {
             let off = idx as u64 * W_GTES * 4;
-            self.ctx.write_all_at(&self.file, &gt, self.gt_sector * 512 + off)?;
-            self.ctx.write_all_at(&self.file, &gt, self.rgt_sector * 512 + off)?;
+            self.ctx
+                .write_all_at(&self.file, &gt, self.gt_sector * 512 + off)?;
+            self.ctx
+                .write_all_at(&self.file, &gt, self.rgt_sector * 512 + off)?;
         }
         Ok(())
     }
@@ -789,8 +923,12 @@ impl UnitSink for SparseSink {
             self.flush_gt()?;
             self.cur_gt = Some((gd_idx, vec![0u8; (W_GTES * 4) as usize]));
         }
-        let sector = u32::try_from(self.next_sector).map_err(|_| self.ctx.invalid("image grows beyond the sectors a grain table can address"))?;
-        self.ctx.write_all_at(&self.file, data, self.next_sector * 512)?;
+        let sector = u32::try_from(self.next_sector).map_err(|_| {
+            self.ctx
+                .invalid("image grows beyond the sectors a grain table can address")
+        })?;
+        self.ctx
+            .write_all_at(&self.file, data, self.next_sector * 512)?;
         self.next_sector += W_GRAIN_SECTORS;
         if let Some((_, gt)) = self.cur_gt.as_mut() {
             util::put(gt, (index % W_GTES) as usize * 4, &sector.to_le_bytes());
@@ -823,8 +961,16 @@ impl SparseWriter {
         let gt_sector = gd_sector + gd_sectors;
         let overhead = (gt_sector + gt_sectors).next_multiple_of(W_GRAIN_SECTORS);
         let file = util::create_rw(path)?;
-        file.set_len(overhead * 512).map_err(|e| ctx.io("set_len", e))?;
-        let sink = SparseSink { ctx: ctx.clone(), file, next_sector: overhead, gt_sector, rgt_sector, cur_gt: None };
+        file.set_len(overhead * 512)
+            .map_err(|e| ctx.io("set_len", e))?;
+        let sink = SparseSink {
+            ctx: ctx.clone(),
+            file,
+            next_sector: overhead,
+            gt_sector,
+            rgt_sector,
+            cur_gt: None,
+        };
         Ok(SparseWriter {
             path: path.to_path_buf(),
             size,
@@ -864,7 +1010,15 @@ impl DiskWriter for SparseWriter {
         let desc = descriptor_text(&ctx, &self.path, "monolithicSparse", self.size)?;
         ctx.write_all_at(&s.file, &desc, 512)?;
         let flags = FLAG_NL_DETECT | FLAG_RGD;
-        let header = header_bytes(1, flags, self.size / 512, self.rgd_sector, self.gd_sector, self.overhead, 0);
+        let header = header_bytes(
+            1,
+            flags,
+            self.size / 512,
+            self.rgd_sector,
+            self.gd_sector,
+            self.overhead,
+            0,
+        );
         ctx.write_all_at(&s.file, &header, 0)?;
         s.file.sync_all().map_err(|e| ctx.io("fsync", e))
     }

@@ -55,7 +55,12 @@ fn patch(p: &Path, off: u64, bytes: &[u8]) {
 }
 
 fn truncate(p: &Path, len: u64) {
-    std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(len).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
 }
 
 #[test]
@@ -63,9 +68,25 @@ fn qcow2_backing_file_is_named() {
     let d = tempfile::tempdir().unwrap();
     let base = make(d.path(), "base.qcow2", "qcow2", &[], "8M", &[]);
     let over = d.path().join("over.qcow2");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-b", base.to_str().unwrap(), "-F", "qcow2", over.to_str().unwrap()]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            base.to_str().unwrap(),
+            "-F",
+            "qcow2",
+            over.to_str().unwrap(),
+        ],
+    );
     let e = detect(&over).unwrap_err();
-    assert!(matches!(&e, DiskError::BackingFile { backing, .. } if backing.ends_with("base.qcow2")), "{e}");
+    assert!(
+        matches!(&e, DiskError::BackingFile { backing, .. } if backing.ends_with("base.qcow2")),
+        "{e}"
+    );
     assert!(e.to_string().contains("base.qcow2"));
 }
 
@@ -74,7 +95,20 @@ fn vmdk_backing_file_is_named() {
     let d = tempfile::tempdir().unwrap();
     let base = make(d.path(), "base.vmdk", "vmdk", &[], "8M", &[]);
     let over = d.path().join("child.vmdk");
-    run("qemu-img", &["create", "-q", "-f", "vmdk", "-b", base.to_str().unwrap(), "-F", "vmdk", over.to_str().unwrap()]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-b",
+            base.to_str().unwrap(),
+            "-F",
+            "vmdk",
+            over.to_str().unwrap(),
+        ],
+    );
     let e = detect(&over).unwrap_err();
     assert!(e.to_string().contains("base.vmdk"), "{e}");
 }
@@ -82,9 +116,26 @@ fn vmdk_backing_file_is_named() {
 #[test]
 fn qcow2_compressed_clusters_are_refused_clearly() {
     let d = tempfile::tempdir().unwrap();
-    let src = make(d.path(), "plain.qcow2", "qcow2", &[], "4M", &[w(0, MIB, 0x61)]);
+    let src = make(
+        d.path(),
+        "plain.qcow2",
+        "qcow2",
+        &[],
+        "4M",
+        &[w(0, MIB, 0x61)],
+    );
     let comp = d.path().join("comp.qcow2");
-    run("qemu-img", &["convert", "-c", "-O", "qcow2", src.to_str().unwrap(), comp.to_str().unwrap()]);
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            src.to_str().unwrap(),
+            comp.to_str().unwrap(),
+        ],
+    );
     let e = expect_err(&comp, &["qcow2", "compressed"]);
     assert!(matches!(e, DiskError::Unsupported { .. }), "{e}");
 }
@@ -92,7 +143,14 @@ fn qcow2_compressed_clusters_are_refused_clearly() {
 #[test]
 fn qcow2_truncated_and_pointing_beyond_the_file() {
     let d = tempfile::tempdir().unwrap();
-    let p = make(d.path(), "t.qcow2", "qcow2", &[], "16M", &[w(8 * MIB, MIB, 0x61)]);
+    let p = make(
+        d.path(),
+        "t.qcow2",
+        "qcow2",
+        &[],
+        "16M",
+        &[w(8 * MIB, MIB, 0x61)],
+    );
     let len = std::fs::metadata(&p).unwrap().len();
     truncate(&p, len - 600 * 1024);
     expect_err(&p, &["corrupt qcow2", "beyond the end of the file"]);
@@ -121,7 +179,14 @@ fn qcow2_unknown_version_and_features() {
 #[test]
 fn vhd_bad_checksums_and_truncation() {
     let d = tempfile::tempdir().unwrap();
-    let p = make(d.path(), "f.vhd", "vpc", &["subformat=fixed", "force_size=on"], "4M", &[w(0, 512, 1)]);
+    let p = make(
+        d.path(),
+        "f.vhd",
+        "vpc",
+        &["subformat=fixed", "force_size=on"],
+        "4M",
+        &[w(0, 512, 1)],
+    );
     let len = std::fs::metadata(&p).unwrap().len();
     patch(&p, len - 512 + 48, &[0x12]); // current size changed: checksum no longer matches
     expect_err(&p, &["corrupt VHD", "footer checksum mismatch"]);
@@ -130,7 +195,14 @@ fn vhd_bad_checksums_and_truncation() {
     patch(&p, 512 + 16, &[0xee]); // BAT offset in the dynamic header
     expect_err(&p, &["dynamic header checksum mismatch"]);
 
-    let p = make(d.path(), "t.vhd", "vpc", &[], "8M", &[w(0, 512, 1), w(6 * MIB, 512, 2)]);
+    let p = make(
+        d.path(),
+        "t.vhd",
+        "vpc",
+        &[],
+        "8M",
+        &[w(0, 512, 1), w(6 * MIB, 512, 2)],
+    );
     let len = std::fs::metadata(&p).unwrap().len();
     truncate(&p, len - 1024);
     // The footer at the end is gone; the copy at offset 0 is found but the end is not.
@@ -160,7 +232,14 @@ fn vhdx_bad_crc_and_active_log() {
     }
     std::fs::write(&p, &bytes).unwrap();
     // The log region is empty: there is nothing valid to replay.
-    let e = expect_err(&p, &["corrupt VHDX", "log must be replayed", "no valid entry sequence"]);
+    let e = expect_err(
+        &p,
+        &[
+            "corrupt VHDX",
+            "log must be replayed",
+            "no valid entry sequence",
+        ],
+    );
     assert!(matches!(e, DiskError::Corrupt { .. }));
 }
 
@@ -182,7 +261,10 @@ fn vmdk_truncated_stream_and_bad_grain_table() {
     let bytes = std::fs::read(&p).unwrap();
     let gd = u64::from_le_bytes(bytes[56..64].try_into().unwrap()) * 512;
     patch(&p, gd, &0x00ff_ffffu32.to_le_bytes());
-    expect_err(&p, &["grain directory entry 0", "beyond the end of the file"]);
+    expect_err(
+        &p,
+        &["grain directory entry 0", "beyond the end of the file"],
+    );
 }
 
 #[test]
@@ -251,18 +333,40 @@ fn poke(p: &Path) -> bool {
 #[test]
 fn fuzz_truncated_and_bit_flipped_headers() {
     let d = tempfile::tempdir().unwrap();
-    let ws = [w(0, 4096, 0x11), w(MIB + 100, 70_000, 0x22), w(3 * MIB, 4096, 0x33)];
+    let ws = [
+        w(0, 4096, 0x11),
+        w(MIB + 100, 70_000, 0x22),
+        w(3 * MIB, 4096, 0x33),
+    ];
     let mut seeds: Vec<PathBuf> = vec![
         make(d.path(), "a.qcow2", "qcow2", &[], "4M", &ws),
-        make(d.path(), "b.qcow2", "qcow2", &["compat=0.10", "cluster_size=4096"], "4M", &ws),
+        make(
+            d.path(),
+            "b.qcow2",
+            "qcow2",
+            &["compat=0.10", "cluster_size=4096"],
+            "4M",
+            &ws,
+        ),
         make(d.path(), "c.vhd", "vpc", &[], "4M", &ws),
-        make(d.path(), "d.vhd", "vpc", &["subformat=fixed", "force_size=on"], "4M", &ws),
+        make(
+            d.path(),
+            "d.vhd",
+            "vpc",
+            &["subformat=fixed", "force_size=on"],
+            "4M",
+            &ws,
+        ),
         make(d.path(), "e.vhdx", "vhdx", &["block_size=1M"], "4M", &ws),
         make(d.path(), "f.vmdk", "vmdk", &[], "4M", &ws),
     ];
     let src = d.path().join("src.raw");
     make_raw(&src, 4 * MIB, &ws);
-    for (name, fmt) in [("g.vmdk", WriteFormat::VmdkStreamOptimized), ("h.vhdx", WriteFormat::VhdxDynamic), ("i.qcow2", WriteFormat::Qcow2)] {
+    for (name, fmt) in [
+        ("g.vmdk", WriteFormat::VmdkStreamOptimized),
+        ("h.vhdx", WriteFormat::VhdxDynamic),
+        ("i.qcow2", WriteFormat::Qcow2),
+    ] {
         let p = d.path().join(name);
         let mut r = open(&src).unwrap();
         let mut wr = create(&p, fmt, 4 * MIB).unwrap();
@@ -279,7 +383,22 @@ fn fuzz_truncated_and_bit_flipped_headers() {
         let len = orig.len() as u64;
         assert!(poke(seed), "seed {} does not open", seed.display());
         // Truncations.
-        for cut in [0, 1, 7, 511, 512, 513, 4096, 65536, 200_000, len / 2, len - 1536, len - 513, len - 512, len - 1] {
+        for cut in [
+            0,
+            1,
+            7,
+            511,
+            512,
+            513,
+            4096,
+            65536,
+            200_000,
+            len / 2,
+            len - 1536,
+            len - 513,
+            len - 512,
+            len - 1,
+        ] {
             let cut = cut.min(len) as usize;
             std::fs::write(&mutant, &orig[..cut]).unwrap();
             opened += usize::from(poke(&mutant));
@@ -300,7 +419,11 @@ fn fuzz_truncated_and_bit_flipped_headers() {
             let mut m = orig[pos..end].to_vec();
             if i % 3 == 0 {
                 for b in m.iter_mut() {
-                    *b = if rng.below(2) == 0 { 0xff } else { rng.next() as u8 };
+                    *b = if rng.below(2) == 0 {
+                        0xff
+                    } else {
+                        rng.next() as u8
+                    };
                 }
             } else {
                 m[0] ^= 1 << rng.below(8);

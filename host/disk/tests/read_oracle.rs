@@ -14,11 +14,11 @@ use lifeboat_disk::{Format, detect, open};
 fn writes_for(size: u64) -> Vec<W> {
     vec![
         w(0, 4096, 0xaa),
-        w(65536 - 512, 1024, 0xbb),        // straddles a 64 KiB cluster/grain edge
-        w(3 * MIB + 512, 7 * 512, 0xcc),   // odd length inside a block
-        w(2 * MIB - 512, 512 * 3, 0xdd),   // straddles a 2 MiB VHD block edge
-        w(size - 65536, 65536, 0xee),      // the last cluster
-        w(size - 512, 512, 0x5a),          // the last sector
+        w(65536 - 512, 1024, 0xbb), // straddles a 64 KiB cluster/grain edge
+        w(3 * MIB + 512, 7 * 512, 0xcc), // odd length inside a block
+        w(2 * MIB - 512, 512 * 3, 0xdd), // straddles a 2 MiB VHD block edge
+        w(size - 65536, 65536, 0xee), // the last cluster
+        w(size - 512, 512, 0x5a),   // the last sector
     ]
 }
 
@@ -44,13 +44,35 @@ fn check(case: Case<'_>, writes: &[W], untouched: &[(u64, u64)]) {
     convert_and_check(case.fmt, &img, &raw, case.expect, writes, untouched);
 }
 
-fn convert_and_check(fmt: &str, img: &Path, raw: &Path, expect: Format, writes: &[W], untouched: &[(u64, u64)]) {
-    run("qemu-img", &["convert", "-f", fmt, "-O", "raw", img.to_str().unwrap(), raw.to_str().unwrap()]);
+fn convert_and_check(
+    fmt: &str,
+    img: &Path,
+    raw: &Path,
+    expect: Format,
+    writes: &[W],
+    untouched: &[(u64, u64)],
+) {
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            fmt,
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
     assert_eq!(detect(img).unwrap(), expect);
     let mut r = open(img).unwrap();
     assert_eq!(r.format(), expect);
     let qemu_size = info(Some(fmt), img)["virtual-size"].as_u64().unwrap();
-    assert_eq!(r.virtual_size(), qemu_size, "virtual size differs from qemu-img info");
+    assert_eq!(
+        r.virtual_size(),
+        qemu_size,
+        "virtual size differs from qemu-img info"
+    );
     assert_same_as_raw(r.as_mut(), raw);
     assert_allocation(r.as_mut(), writes, untouched);
 }
@@ -59,7 +81,12 @@ fn convert_and_check(fmt: &str, img: &Path, raw: &Path, expect: Format, writes: 
 fn qcow2_v3() {
     let size = 64 * MIB + 3 * 512; // not a multiple of the cluster size
     check(
-        Case { fmt: "qcow2", opts: &[], size, expect: Format::Qcow2 { version: 3 } },
+        Case {
+            fmt: "qcow2",
+            opts: &[],
+            size,
+            expect: Format::Qcow2 { version: 3 },
+        },
         &writes_for(size),
         &[(8 * MIB, 40 * MIB)],
     );
@@ -69,7 +96,12 @@ fn qcow2_v3() {
 fn qcow2_v2_small_clusters() {
     let size = 32 * MIB;
     check(
-        Case { fmt: "qcow2", opts: &["compat=0.10", "cluster_size=4096"], size, expect: Format::Qcow2 { version: 2 } },
+        Case {
+            fmt: "qcow2",
+            opts: &["compat=0.10", "cluster_size=4096"],
+            size,
+            expect: Format::Qcow2 { version: 2 },
+        },
         &writes_for(size),
         &[(8 * MIB, 16 * MIB)],
     );
@@ -78,11 +110,24 @@ fn qcow2_v2_small_clusters() {
 #[test]
 fn qcow2_beyond_4gib_sparse() {
     let size = 6 * GIB + 4 * MIB;
-    let writes = [w(0, 512, 0x11), w(4 * GIB - 700, 1400, 0x22), w(5 * GIB + 12345, 100_000, 0x33), w(size - 4096, 4096, 0x44)];
+    let writes = [
+        w(0, 512, 0x11),
+        w(4 * GIB - 700, 1400, 0x22),
+        w(5 * GIB + 12345, 100_000, 0x33),
+        w(size - 4096, 4096, 0x44),
+    ];
     check(
-        Case { fmt: "qcow2", opts: &["cluster_size=2M"], size, expect: Format::Qcow2 { version: 3 } },
+        Case {
+            fmt: "qcow2",
+            opts: &["cluster_size=2M"],
+            size,
+            expect: Format::Qcow2 { version: 3 },
+        },
         &writes,
-        &[(16 * MIB, 4 * GIB - 32 * MIB), (4 * GIB + 16 * MIB, GIB - 32 * MIB)],
+        &[
+            (16 * MIB, 4 * GIB - 32 * MIB),
+            (4 * GIB + 16 * MIB, GIB - 32 * MIB),
+        ],
     );
 }
 
@@ -91,16 +136,34 @@ fn qcow2_zero_clusters_are_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("z.qcow2");
     let raw = dir.path().join("z.raw");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "16M"]);
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "16M"],
+    );
     qemu_io_writes("qcow2", &img, &[w(0, 2 * MIB, 0x77)]);
     // Zero a range that was data: qemu marks those clusters with the zero flag.
-    run("qemu-io", &["-f", "qcow2", "-c", "write -z 0 1M", img.to_str().unwrap()]);
-    run("qemu-img", &["convert", "-O", "raw", img.to_str().unwrap(), raw.to_str().unwrap()]);
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -z 0 1M", img.to_str().unwrap()],
+    );
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
     let mut r = open(&img).unwrap();
     assert_same_as_raw(r.as_mut(), &raw);
     let map = r.allocation().unwrap();
     assert!(covered(&map, MIB, MIB), "{map:?}");
-    assert!(!covered(&map, 0, 4096), "zeroed cluster reported as data: {map:?}");
+    assert!(
+        !covered(&map, 0, 4096),
+        "zeroed cluster reported as data: {map:?}"
+    );
 }
 
 #[test]
@@ -110,11 +173,26 @@ fn vhd_dynamic() {
         // qemu rounds a VHD to CHS geometry: take its real size for the writes.
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("probe.vhd");
-        run("qemu-img", &["create", "-q", "-f", "vpc", p.to_str().unwrap(), &size.to_string()]);
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "vpc",
+                p.to_str().unwrap(),
+                &size.to_string(),
+            ],
+        );
         info(Some("vpc"), &p)["virtual-size"].as_u64().unwrap()
     };
     check(
-        Case { fmt: "vpc", opts: &[], size, expect: Format::VhdDynamic },
+        Case {
+            fmt: "vpc",
+            opts: &[],
+            size,
+            expect: Format::VhdDynamic,
+        },
         &writes_for(dir_size),
         &[(6 * MIB, 20 * MIB)],
     );
@@ -124,7 +202,12 @@ fn vhd_dynamic() {
 fn vhd_fixed_azure_size() {
     let size = 48 * MIB;
     check(
-        Case { fmt: "vpc", opts: &["subformat=fixed", "force_size=on"], size, expect: Format::VhdFixed },
+        Case {
+            fmt: "vpc",
+            opts: &["subformat=fixed", "force_size=on"],
+            size,
+            expect: Format::VhdFixed,
+        },
         &writes_for(size),
         &[(6 * MIB, 20 * MIB)],
     );
@@ -136,7 +219,12 @@ fn vhdx_dynamic_beyond_4gib() {
     let mut writes = writes_for(size);
     writes.push(w(4 * GIB + 333, 70_000, 0x66));
     check(
-        Case { fmt: "vhdx", opts: &[], size, expect: Format::VhdxDynamic },
+        Case {
+            fmt: "vhdx",
+            opts: &[],
+            size,
+            expect: Format::VhdxDynamic,
+        },
         &writes,
         &[(64 * MIB, 4 * GIB - 128 * MIB)],
     );
@@ -145,14 +233,28 @@ fn vhdx_dynamic_beyond_4gib() {
 #[test]
 fn vhdx_fixed() {
     let size = 48 * MIB;
-    check(Case { fmt: "vhdx", opts: &["subformat=fixed"], size, expect: Format::VhdxFixed }, &writes_for(size), &[(8 * MIB, 20 * MIB)]);
+    check(
+        Case {
+            fmt: "vhdx",
+            opts: &["subformat=fixed"],
+            size,
+            expect: Format::VhdxFixed,
+        },
+        &writes_for(size),
+        &[(8 * MIB, 20 * MIB)],
+    );
 }
 
 #[test]
 fn vhdx_1mib_blocks_block_state_zero_off() {
     let size = 40 * MIB;
     check(
-        Case { fmt: "vhdx", opts: &["block_size=1M", "log_size=1M", "block_state_zero=off"], size, expect: Format::VhdxDynamic },
+        Case {
+            fmt: "vhdx",
+            opts: &["block_size=1M", "log_size=1M", "block_state_zero=off"],
+            size,
+            expect: Format::VhdxDynamic,
+        },
         &writes_for(size),
         &[(6 * MIB, 20 * MIB)],
     );
@@ -162,7 +264,12 @@ fn vhdx_1mib_blocks_block_state_zero_off() {
 fn vmdk_monolithic_sparse() {
     let size = 64 * MIB;
     check(
-        Case { fmt: "vmdk", opts: &["subformat=monolithicSparse"], size, expect: Format::VmdkMonolithicSparse },
+        Case {
+            fmt: "vmdk",
+            opts: &["subformat=monolithicSparse"],
+            size,
+            expect: Format::VmdkMonolithicSparse,
+        },
         &writes_for(size),
         &[(8 * MIB, 40 * MIB)],
     );
@@ -172,7 +279,12 @@ fn vmdk_monolithic_sparse() {
 fn vmdk_monolithic_flat() {
     let size = 32 * MIB;
     check(
-        Case { fmt: "vmdk", opts: &["subformat=monolithicFlat"], size, expect: Format::VmdkMonolithicFlat },
+        Case {
+            fmt: "vmdk",
+            opts: &["subformat=monolithicFlat"],
+            size,
+            expect: Format::VmdkMonolithicFlat,
+        },
         &writes_for(size),
         &[(8 * MIB, 16 * MIB)],
     );
@@ -181,11 +293,41 @@ fn vmdk_monolithic_flat() {
 #[test]
 fn vmdk_two_gb_max_extent_sparse() {
     let size = 5 * GIB;
-    let writes = [w(0, 4096, 0x12), w(2 * GIB - 1000, 2000, 0x34), w(4 * GIB + 77, 5000, 0x56), w(size - 512, 512, 0x78)];
+    let writes = [
+        w(0, 4096, 0x12),
+        w(2 * GIB - 1000, 2000, 0x34),
+        w(4 * GIB + 77, 5000, 0x56),
+        w(size - 512, 512, 0x78),
+    ];
     check(
-        Case { fmt: "vmdk", opts: &["subformat=twoGbMaxExtentSparse"], size, expect: Format::VmdkTwoGbMaxExtentSparse },
+        Case {
+            fmt: "vmdk",
+            opts: &["subformat=twoGbMaxExtentSparse"],
+            size,
+            expect: Format::VmdkTwoGbMaxExtentSparse,
+        },
         &writes,
         &[(16 * MIB, 2 * GIB - 32 * MIB)],
+    );
+}
+
+#[test]
+fn vmdk_two_gb_max_extent_flat() {
+    let size = 2 * GIB + 64 * MIB;
+    let writes = [
+        w(0, 4096, 0x21),
+        w(2 * GIB - 10, 20, 0x43),
+        w(size - 512, 512, 0x65),
+    ];
+    check(
+        Case {
+            fmt: "vmdk",
+            opts: &["subformat=twoGbMaxExtentFlat"],
+            size,
+            expect: Format::VmdkTwoGbMaxExtentFlat,
+        },
+        &writes,
+        &[(16 * MIB, GIB)],
     );
 }
 
@@ -202,9 +344,26 @@ fn vmdk_stream_optimized() {
     make_raw(&src, size, &writes);
     run(
         "qemu-img",
-        &["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src.to_str().unwrap(), img.to_str().unwrap()],
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            src.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ],
     );
-    convert_and_check("vmdk", &img, &raw, Format::VmdkStreamOptimized, &writes, &[(8 * MIB, 40 * MIB)]);
+    convert_and_check(
+        "vmdk",
+        &img,
+        &raw,
+        Format::VmdkStreamOptimized,
+        &writes,
+        &[(8 * MIB, 40 * MIB)],
+    );
 }
 
 #[test]
@@ -215,9 +374,20 @@ fn raw_sparse() {
     // qemu rounds raw sizes up to a sector (we report the exact file size), so keep
     // this one a sector multiple but not a cluster multiple.
     let size = 64 * MIB + 1536;
-    let writes = [w(0, 4096, 0x1), w(10 * MIB + 3, 5000, 0x2), w(size - 1000, 1000, 0x3)];
+    let writes = [
+        w(0, 4096, 0x1),
+        w(10 * MIB + 3, 5000, 0x2),
+        w(size - 1000, 1000, 0x3),
+    ];
     make_raw(&img, size, &writes);
-    convert_and_check("raw", &img, &copy, Format::Raw, &writes, &[(11 * MIB, 40 * MIB)]);
+    convert_and_check(
+        "raw",
+        &img,
+        &copy,
+        Format::Raw,
+        &writes,
+        &[(11 * MIB, 40 * MIB)],
+    );
 }
 
 /// A VHDX whose log must be replayed. qemu logs every BAT update and applies it at once;
@@ -232,13 +402,29 @@ fn vhdx_log_replay() {
     let raw = dir.path().join("replayed.raw");
     let size = 64 * MIB;
     let writes = [w(0, MIB, 0xaa), w(40 * MIB + 3, 100_000, 0xbb)];
-    run("qemu-img", &["create", "-q", "-f", "vhdx", img.to_str().unwrap(), &size.to_string()]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vhdx",
+            img.to_str().unwrap(),
+            &size.to_string(),
+        ],
+    );
     let mut args = vec!["-f".to_string(), "vhdx".into()];
     for x in &writes {
-        args.extend(["-c".into(), format!("write -P {:#x} {} {}", x.pat, x.off, x.len)]);
+        args.extend([
+            "-c".into(),
+            format!("write -P {:#x} {} {}", x.pat, x.off, x.len),
+        ]);
     }
     args.extend(["-c".into(), "abort".into(), img.to_str().unwrap().into()]);
-    let _ = std::process::Command::new("qemu-io").args(&args).output().unwrap(); // aborts by design
+    let _ = std::process::Command::new("qemu-io")
+        .args(&args)
+        .output()
+        .unwrap(); // aborts by design
 
     let mut bytes = std::fs::read(&img).unwrap();
     let h = 64 * 1024;
@@ -260,7 +446,10 @@ fn vhdx_log_replay() {
     // Find the BAT in the region table and wipe its first sector.
     let rt = 192 * 1024;
     let count = u32::from_le_bytes(bytes[rt + 8..rt + 12].try_into().unwrap()) as usize;
-    let bat_guid = [0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08];
+    let bat_guid = [
+        0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a,
+        0x08,
+    ];
     let bat = (0..count)
         .map(|i| rt + 16 + i * 32)
         .find(|&e| bytes[e..e + 16] == bat_guid)
@@ -271,10 +460,46 @@ fn vhdx_log_replay() {
     std::fs::write(&copy, &bytes).unwrap();
 
     // qemu refuses to read it without replay; `check -r all` replays the copy.
-    let (code, _) = status("qemu-img", &["convert", "-f", "vhdx", "-O", "raw", img.to_str().unwrap(), raw.to_str().unwrap()]);
-    assert_ne!(code, 0, "qemu read a VHDX with an active log without replaying it");
-    run("qemu-img", &["check", "-q", "-r", "all", "-f", "vhdx", copy.to_str().unwrap()]);
-    run("qemu-img", &["convert", "-f", "vhdx", "-O", "raw", copy.to_str().unwrap(), raw.to_str().unwrap()]);
+    let (code, _) = status(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "vhdx",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(
+        code, 0,
+        "qemu read a VHDX with an active log without replaying it"
+    );
+    run(
+        "qemu-img",
+        &[
+            "check",
+            "-q",
+            "-r",
+            "all",
+            "-f",
+            "vhdx",
+            copy.to_str().unwrap(),
+        ],
+    );
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "vhdx",
+            "-O",
+            "raw",
+            copy.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
 
     let mut r = open(&img).unwrap();
     assert_eq!(r.format(), Format::VhdxDynamic);

@@ -39,17 +39,36 @@ fn oracle(fmt: WriteFormat, src: &Path, out: &Path, vsize: u64) -> serde_json::V
         let (code, text) = status("qemu-img", &["check", "-f", q, out_s]);
         assert_eq!(code, 0, "qemu-img check failed:\n{text}");
     }
-    let (code, text) = status("qemu-img", &["compare", "-f", "raw", src.to_str().unwrap(), "-F", q, out_s]);
+    let (code, text) = status(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            src.to_str().unwrap(),
+            "-F",
+            q,
+            out_s,
+        ],
+    );
     assert_eq!(code, 0, "qemu-img compare: {text}");
     let info = info(Some(q), out);
     assert_eq!(info["format"], q);
     // qemu reports a raw file's size rounded up to a sector.
-    let expect = if q == "raw" { vsize.next_multiple_of(512) } else { vsize };
+    let expect = if q == "raw" {
+        vsize.next_multiple_of(512)
+    } else {
+        vsize
+    };
     assert_eq!(info["virtual-size"].as_u64().unwrap(), expect, "{info}");
     info
 }
 
-fn roundtrip(fmt: WriteFormat, size: u64, writes: &[W]) -> (tempfile::TempDir, PathBuf, serde_json::Value) {
+fn roundtrip(
+    fmt: WriteFormat,
+    size: u64,
+    writes: &[W],
+) -> (tempfile::TempDir, PathBuf, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.raw");
     let out = dir.path().join("out.img");
@@ -91,9 +110,17 @@ fn host_bytes(p: &Path) -> u64 {
 #[test]
 fn raw_writer_is_sparse() {
     let size = 64 * MIB + 1000;
-    let writes = [w(0, 4096, 1), w(10 * MIB + 3, 5000, 2), w(size - 1000, 1000, 3)];
+    let writes = [
+        w(0, 4096, 1),
+        w(10 * MIB + 3, 5000, 2),
+        w(size - 1000, 1000, 3),
+    ];
     let (_d, out, _) = roundtrip(WriteFormat::Raw, size, &writes);
-    assert!(host_bytes(&out) < 4 * MIB, "raw output not sparse: {} bytes", host_bytes(&out));
+    assert!(
+        host_bytes(&out) < 4 * MIB,
+        "raw output not sparse: {} bytes",
+        host_bytes(&out)
+    );
 }
 
 #[test]
@@ -123,8 +150,22 @@ fn qcow2_writer_many_clusters_need_two_refcount_blocks() {
     wr.finish().unwrap();
     let (code, text) = status("qemu-img", &["check", "-f", "qcow2", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
-    let (code, text) = status("qemu-io", &["-f", "qcow2", "-c", "read -P 0x5c 2147483648 512", "-c", "read -P 0 2147484160 1024", out.to_str().unwrap()]);
-    assert!(code == 0 && !text.contains("Pattern verification failed"), "{text}");
+    let (code, text) = status(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "read -P 0x5c 2147483648 512",
+            "-c",
+            "read -P 0 2147484160 1024",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        code == 0 && !text.contains("Pattern verification failed"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -138,14 +179,25 @@ fn vhd_fixed_writer_azure_ready() {
     let footer = &bytes[bytes.len() - 512..];
     assert_eq!(&footer[0..8], b"conectix");
     assert_eq!(&footer[28..32], b"lboa");
-    assert_eq!(u32::from_be_bytes(footer[60..64].try_into().unwrap()), 2, "disk type fixed");
-    assert!(host_bytes(&out) < 4 * MIB, "fixed VHD should stay sparse on the host");
+    assert_eq!(
+        u32::from_be_bytes(footer[60..64].try_into().unwrap()),
+        2,
+        "disk type fixed"
+    );
+    assert!(
+        host_bytes(&out) < 4 * MIB,
+        "fixed VHD should stay sparse on the host"
+    );
 }
 
 #[test]
 fn vhd_fixed_writer_rounds_up_to_mib() {
     let size = 20 * MIB + 1000;
-    let (_d, out, _) = roundtrip(WriteFormat::VhdFixed, size, &[w(0, 512, 1), w(size - 1000, 1000, 2)]);
+    let (_d, out, _) = roundtrip(
+        WriteFormat::VhdFixed,
+        size,
+        &[w(0, 512, 1), w(size - 1000, 1000, 2)],
+    );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 21 * MIB + 512);
 }
 
@@ -162,7 +214,10 @@ fn vhdx_writer_beyond_4gib() {
 fn vmdk_stream_optimized_writer() {
     let size = 200 * MIB;
     let (_d, out, info) = roundtrip(WriteFormat::VmdkStreamOptimized, size, &writes_for(size));
-    assert_eq!(info["format-specific"]["data"]["create-type"], "streamOptimized", "{info}");
+    assert_eq!(
+        info["format-specific"]["data"]["create-type"], "streamOptimized",
+        "{info}"
+    );
     let ext = &info["format-specific"]["data"]["extents"][0];
     assert_eq!(ext["compressed"], true, "{info}");
     // Only the written grains are stored, compressed.
@@ -175,7 +230,10 @@ fn vmdk_monolithic_sparse_writer_beyond_4gib() {
     let mut writes = writes_for(size);
     writes.push(w(4 * GIB + 64 * 1024 - 10, 20, 0x31));
     let (_d, _out, info) = roundtrip(WriteFormat::VmdkMonolithicSparse, size, &writes);
-    assert_eq!(info["format-specific"]["data"]["create-type"], "monolithicSparse", "{info}");
+    assert_eq!(
+        info["format-specific"]["data"]["create-type"], "monolithicSparse",
+        "{info}"
+    );
 }
 
 /// Direct `write_at` calls of odd sizes, straddling units, in ascending order: every
@@ -216,7 +274,11 @@ fn direct_unaligned_writes_every_format() {
 #[test]
 fn writes_out_of_order_or_beyond_the_end_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for fmt in [WriteFormat::Raw, WriteFormat::Qcow2, WriteFormat::VmdkStreamOptimized] {
+    for fmt in [
+        WriteFormat::Raw,
+        WriteFormat::Qcow2,
+        WriteFormat::VmdkStreamOptimized,
+    ] {
         let out = dir.path().join(format!("o-{}", qemu_name(fmt)));
         let mut wr = create(&out, fmt, 4 * MIB).unwrap();
         wr.write_at(MIB, &[1; 100]).unwrap();
@@ -235,10 +297,27 @@ fn copy_between_formats_chain() {
     let dir = tempfile::tempdir().unwrap();
     let size = 96 * MIB;
     let src = dir.path().join("src.qcow2");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", src.to_str().unwrap(), &size.to_string()]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            src.to_str().unwrap(),
+            &size.to_string(),
+        ],
+    );
     qemu_io_writes("qcow2", &src, &writes_for(size));
     let mut prev = src.clone();
-    for (i, fmt) in [WriteFormat::VhdxDynamic, WriteFormat::VmdkStreamOptimized, WriteFormat::Qcow2].into_iter().enumerate() {
+    for (i, fmt) in [
+        WriteFormat::VhdxDynamic,
+        WriteFormat::VmdkStreamOptimized,
+        WriteFormat::Qcow2,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let out = dir.path().join(format!("step{i}"));
         let mut r = open(&prev).unwrap();
         let mut wr = create(&out, fmt, r.virtual_size()).unwrap();
@@ -246,6 +325,17 @@ fn copy_between_formats_chain() {
         wr.finish().unwrap();
         prev = out;
     }
-    let (code, text) = status("qemu-img", &["compare", "-f", "qcow2", src.to_str().unwrap(), "-F", "qcow2", prev.to_str().unwrap()]);
+    let (code, text) = status(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "qcow2",
+            src.to_str().unwrap(),
+            "-F",
+            "qcow2",
+            prev.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{text}");
 }

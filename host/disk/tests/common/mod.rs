@@ -13,7 +13,10 @@ pub const GIB: u64 = 1 << 30;
 
 /// Runs a command, panicking with its output if it fails.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}\n{}",
@@ -25,8 +28,15 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
 
 /// Runs a command and returns its exit code and combined output.
 pub fn status(cmd: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -70,7 +80,11 @@ pub fn info(fmt: Option<&str>, img: &Path) -> serde_json::Value {
 pub fn assert_same_as_raw(reader: &mut dyn DiskReader, raw: &Path) {
     let f = File::open(raw).unwrap();
     let raw_len = f.metadata().unwrap().len();
-    assert_eq!(reader.virtual_size(), raw_len, "virtual size differs from qemu-img's raw conversion");
+    assert_eq!(
+        reader.virtual_size(),
+        raw_len,
+        "virtual size differs from qemu-img's raw conversion"
+    );
     let data = raw_data_ranges(&f, raw_len);
     let chunk = (MIB + 4097) as usize;
     let mut a = vec![0u8; chunk];
@@ -86,8 +100,17 @@ pub fn assert_same_as_raw(reader: &mut dyn DiskReader, raw: &Path) {
             b[..n].fill(0);
         }
         if a[..n] != b[..n] {
-            let i = a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y).unwrap();
-            panic!("first difference at byte {}: ours {:#x}, qemu {:#x}", pos + i as u64, a[i], b[i]);
+            let i = a[..n]
+                .iter()
+                .zip(&b[..n])
+                .position(|(x, y)| x != y)
+                .unwrap();
+            panic!(
+                "first difference at byte {}: ours {:#x}, qemu {:#x}",
+                pos + i as u64,
+                a[i],
+                b[i]
+            );
         }
         pos += n as u64;
     }
@@ -99,7 +122,9 @@ fn raw_data_ranges(f: &File, len: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < len {
-        let Ok(d) = seek(f, SeekFrom::Data(pos)) else { break };
+        let Ok(d) = seek(f, SeekFrom::Data(pos)) else {
+            break;
+        };
         let h = seek(f, SeekFrom::Hole(d)).unwrap_or(len);
         out.push((d, h));
         pos = h;
@@ -123,24 +148,41 @@ pub fn covered(map: &[Extent], off: u64, len: u64) -> bool {
 }
 
 pub fn overlaps(map: &[Extent], off: u64, len: u64) -> bool {
-    map.iter().any(|e| e.kind == ExtentKind::Data && e.offset < off + len && off < e.offset + e.length)
+    map.iter()
+        .any(|e| e.kind == ExtentKind::Data && e.offset < off + len && off < e.offset + e.length)
 }
 
 /// Checks the allocation map: sorted, non-overlapping, within the disk, covering every
 /// write, and leaving the untouched ranges out of its data extents.
-pub fn assert_allocation(reader: &mut dyn DiskReader, writes: &[W], untouched: &[(u64, u64)]) -> Vec<Extent> {
+pub fn assert_allocation(
+    reader: &mut dyn DiskReader,
+    writes: &[W],
+    untouched: &[(u64, u64)],
+) -> Vec<Extent> {
     let map = reader.allocation().unwrap();
     for pair in map.windows(2) {
-        assert!(pair[0].offset + pair[0].length <= pair[1].offset, "extents overlap or unsorted: {pair:?}");
+        assert!(
+            pair[0].offset + pair[0].length <= pair[1].offset,
+            "extents overlap or unsorted: {pair:?}"
+        );
     }
     if let Some(last) = map.last() {
-        assert!(last.offset + last.length <= reader.virtual_size(), "extent beyond the disk: {last:?}");
+        assert!(
+            last.offset + last.length <= reader.virtual_size(),
+            "extent beyond the disk: {last:?}"
+        );
     }
     for x in writes {
-        assert!(covered(&map, x.off, x.len), "write {x:?} not covered by allocation {map:?}");
+        assert!(
+            covered(&map, x.off, x.len),
+            "write {x:?} not covered by allocation {map:?}"
+        );
     }
     for &(off, len) in untouched {
-        assert!(!overlaps(&map, off, len), "untouched range {off}+{len} reported allocated: {map:?}");
+        assert!(
+            !overlaps(&map, off, len),
+            "untouched range {off}+{len} reported allocated: {map:?}"
+        );
     }
     map
 }
@@ -158,7 +200,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
         }
     }
     !c
