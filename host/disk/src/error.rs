@@ -47,4 +47,13 @@ pub enum DiskError {
         format: &'static str,
         what: String,
     },
+    /// [`crate::copy_to`] was given a target smaller than its source.
+    #[error(
+        "cannot copy a {source_format} disk of {source_size} bytes into a target of {target_size} bytes"
+    )]
+    TargetTooSmall {
+        source_format: crate::Format,
+        source_size: u64,
+        target_size: u64,
+    },
 }

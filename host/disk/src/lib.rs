@@ -218,15 +218,10 @@ pub const COPY_BUFFER: usize = 1 << 20;
 /// there. The writer is not finished; call [`DiskWriter::finish`] afterwards.
 pub fn copy_to(reader: &mut dyn DiskReader, writer: &mut dyn DiskWriter) -> Result<u64, DiskError> {
     if reader.virtual_size() > writer.virtual_size() {
-        return Err(DiskError::InvalidRequest {
-            path: std::path::PathBuf::new(),
-            format: "disk",
-            what: format!(
-                "source {} ({} bytes) is larger than the target ({} bytes)",
-                reader.format(),
-                reader.virtual_size(),
-                writer.virtual_size()
-            ),
+        return Err(DiskError::TargetTooSmall {
+            source_format: reader.format(),
+            source_size: reader.virtual_size(),
+            target_size: writer.virtual_size(),
         });
     }
     let mut buf = vec![0u8; COPY_BUFFER];

@@ -39,6 +39,8 @@ enum Kind {
         block_size: u64,
         bitmap_size: u64,
         bat: Vec<u32>,
+        /// The sector bitmap of the last block read.
+        bitmap: Option<(u64, Vec<u8>)>,
     },
 }
 
@@ -149,6 +151,7 @@ impl VhdReader {
                     block_size,
                     bitmap_size,
                     bat,
+                    bitmap: None,
                 }
             }
             other => return Err(ctx.corrupt(format!("unknown disk type {other}"))),
@@ -199,26 +202,48 @@ impl DiskReader for VhdReader {
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         check_range(&self.ctx, offset, buf.len(), self.size)?;
-        match &self.kind {
+        match &mut self.kind {
             Kind::Fixed => self.ctx.read_exact_at(&self.file, buf, offset, "data"),
             Kind::Dynamic {
                 block_size,
                 bitmap_size,
                 bat,
+                bitmap,
             } => {
+                let bs = *block_size;
                 let mut pos = offset;
                 let mut rest = buf;
                 while !rest.is_empty() {
-                    let blk = pos / block_size;
-                    let within = pos % block_size;
-                    let n = rest.len().min((block_size - within) as usize);
+                    let blk = pos / bs;
+                    let within = pos % bs;
+                    let n = rest.len().min((bs - within) as usize);
                     let (chunk, tail) = rest.split_at_mut(n);
                     match bat.get(blk as usize).copied().unwrap_or(UNALLOCATED) {
                         UNALLOCATED => chunk.fill(0),
                         sector => {
-                            let at = u64::from(sector) * 512 + bitmap_size + within;
-                            self.ctx
-                                .read_exact_at(&self.file, chunk, at, "data block")?;
+                            let start = u64::from(sector) * 512;
+                            self.ctx.read_exact_at(
+                                &self.file,
+                                chunk,
+                                start + *bitmap_size + within,
+                                "data block",
+                            )?;
+                            // Sectors whose bitmap bit is clear hold no data: zeros.
+                            if bitmap.as_ref().map(|(b, _)| *b) != Some(blk) {
+                                let mut bm = vec![0u8; *bitmap_size as usize];
+                                self.ctx.read_exact_at(
+                                    &self.file,
+                                    &mut bm,
+                                    start,
+                                    "sector bitmap",
+                                )?;
+                                *bitmap = Some((blk, bm));
+                            }
+                            let bm = bitmap
+                                .as_ref()
+                                .map(|(_, v)| v.as_slice())
+                                .unwrap_or_default();
+                            mask_absent(bm, within, chunk);
                         }
                     }
                     rest = tail;
@@ -227,6 +252,24 @@ impl DiskReader for VhdReader {
                 Ok(())
             }
         }
+    }
+}
+
+/// Zeroes the parts of `chunk` (starting `within` bytes into its block) whose sectors
+/// are marked absent (bit clear, most significant bit first) in the block's bitmap.
+fn mask_absent(bitmap: &[u8], within: u64, chunk: &mut [u8]) {
+    let mut pos = 0usize;
+    while pos < chunk.len() {
+        let abs = within + pos as u64;
+        let sector = abs / 512;
+        let n = chunk.len().min(pos + (512 - (abs % 512)) as usize) - pos;
+        let byte = bitmap.get((sector / 8) as usize).copied().unwrap_or(0);
+        if byte & (0x80 >> (sector % 8)) == 0
+            && let Some(s) = chunk.get_mut(pos..pos + n)
+        {
+            s.fill(0);
+        }
+        pos += n;
     }
 }
 

@@ -548,7 +548,21 @@ pub(crate) fn open(path: &Path, file: File, head: &[u8]) -> Result<Box<dyn DiskR
             .sectors
             .checked_mul(512)
             .ok_or_else(|| ctx.corrupt(format!("extent of {} sectors overflows", e.sectors)))?;
-        let epath: PathBuf = dir.join(&e.file);
+        // Extent files must sit beside the descriptor: an image from elsewhere must not
+        // make us read arbitrary host files.
+        let rel = Path::new(&e.file);
+        if e.kind != "ZERO"
+            && (rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_))))
+        {
+            return Err(ctx.unsupported(format!(
+                "extent file {:?} is not in the descriptor's directory",
+                e.file
+            )));
+        }
+        let epath: PathBuf = dir.join(rel);
         let kind = match e.kind.as_str() {
             "ZERO" => PartKind::Zero,
             "FLAT" => {

@@ -438,3 +438,62 @@ fn fuzz_truncated_and_bit_flipped_headers() {
     assert!(opened < total, "{opened} of {total} mutants opened");
     assert!(opened > 0, "no mutant opened at all");
 }
+
+#[test]
+fn vmdk_extent_outside_the_descriptor_directory_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    for name in ["../secret", "/etc/passwd"] {
+        let p = d.path().join("v.vmdk");
+        std::fs::write(
+            &p,
+            format!("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"{name}\" 0\n"),
+        )
+        .unwrap();
+        let e = expect_err(
+            &p,
+            &["unsupported VMDK", "not in the descriptor's directory"],
+        );
+        assert!(matches!(e, DiskError::Unsupported { .. }));
+    }
+}
+
+#[test]
+fn copy_into_a_smaller_target_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let src = make(d.path(), "big.qcow2", "qcow2", &[], "8M", &[w(0, 512, 1)]);
+    let mut r = open(&src).unwrap();
+    let mut wr = create(d.path().join("small.raw"), WriteFormat::Raw, 4 * MIB).unwrap();
+    let e = lifeboat_disk::copy_to(r.as_mut(), wr.as_mut()).unwrap_err();
+    assert!(
+        matches!(e, DiskError::TargetTooSmall { source_size, .. } if source_size == 8 * MIB),
+        "{e}"
+    );
+}
+
+/// The VHD specification says a dynamic disk's sectors whose bitmap bit is clear hold
+/// no data; qemu ignores the bitmap (it sets every bit when it allocates a block), so
+/// this one is checked against the specification, not qemu.
+#[test]
+fn vhd_sector_bitmap_is_honoured() {
+    let d = tempfile::tempdir().unwrap();
+    let p = make(d.path(), "b.vhd", "vpc", &[], "8M", &[w(0, 4096, 0x77)]);
+    let mut r = open(&p).unwrap();
+    let mut buf = [0u8; 1024];
+    r.read_at(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x77));
+    drop(r);
+    // Find block 0 through the BAT and clear the bit of its second sector.
+    let bytes = std::fs::read(&p).unwrap();
+    let hdr = u64::from_be_bytes(bytes[16..24].try_into().unwrap()) as usize;
+    let bat = u64::from_be_bytes(bytes[hdr + 16..hdr + 24].try_into().unwrap()) as usize;
+    let blk = u32::from_be_bytes(bytes[bat..bat + 4].try_into().unwrap()) as u64 * 512;
+    assert_eq!(bytes[blk as usize], 0xff, "qemu sets every bitmap bit");
+    patch(&p, blk, &[0b1011_1111]);
+    let mut r = open(&p).unwrap();
+    r.read_at(0, &mut buf).unwrap();
+    assert!(buf[..512].iter().all(|&b| b == 0x77));
+    assert!(
+        buf[512..].iter().all(|&b| b == 0),
+        "absent sector must read as zeros"
+    );
+}
