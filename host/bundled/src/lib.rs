@@ -1,0 +1,17 @@
+//! First-party plugins embedded in the host, addressed as `builtin:NAME`.
+
+/// A plugin that ships inside the `lifeboat` binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Bundled {
+    pub name: &'static str,
+    pub wasm: &'static [u8],
+}
+
+/// Every bundled plugin, by name.
+pub const ALL: &[Bundled] =
+    &[Bundled { name: "demo", wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_DEMO")) }];
+
+/// The bundled plugin called `name`.
+pub fn get(name: &str) -> Option<&'static Bundled> {
+    ALL.iter().find(|b| b.name == name)
+}

@@ -1,0 +1,1 @@
+//! Applies a Plan on tokio: concurrency, timeouts, retries, journal and resume

@@ -1,0 +1,1 @@
+//! Validated workflow + plugin answers -> deterministic, versioned Plan; text and JSON renderers

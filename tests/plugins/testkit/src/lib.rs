@@ -1,0 +1,163 @@
+//! A deliberately hostile plugin for the sandbox tests, plus a counting step
+//! for the resume test. Never bundled with the host.
+//!
+//! Each hostile step misbehaves in `plan` when `when: plan`, else in `apply`.
+
+use lifeboat_plugin_sdk::prelude::*;
+use serde::Deserialize;
+use std::hint::black_box;
+
+#[derive(Deserialize)]
+struct HostileIn {
+    #[serde(default)]
+    when: String,
+    #[serde(default)]
+    url: String,
+}
+
+fn misbehave(step: &str, i: &HostileIn) -> Result<Outputs, StepError> {
+    match step {
+        "spin" => {
+            let mut x: u64 = black_box(1);
+            loop {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                if black_box(x) == 0 {
+                    break;
+                }
+            }
+            Ok(Outputs::new().set("x", x))
+        }
+        "balloon" => {
+            let mut v: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..4096 {
+                v.push(black_box(vec![1u8; 1 << 20]));
+            }
+            Ok(Outputs::new().set("mib", v.len()))
+        }
+        "panic" => panic!("testkit panics on purpose"),
+        "read-passwd" => match std::fs::read_to_string("/etc/passwd") {
+            Ok(s) => Ok(Outputs::new().set("leaked", s)),
+            Err(e) => Err(StepError::new("io", format!("cannot read /etc/passwd: {e}"))),
+        },
+        "env" => {
+            let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+            if vars.is_empty() {
+                Err(StepError::new("no-env", "the environment is empty"))
+            } else {
+                Ok(Outputs::new().set("leaked", vars))
+            }
+        }
+        "tcp" => match std::net::TcpStream::connect(i.url.as_str()) {
+            Ok(_) => Ok(Outputs::new().set("connected", true)),
+            Err(e) => Err(StepError::new("io", format!("cannot connect to {}: {e}", i.url))),
+        },
+        "fetch" => {
+            let r = lifeboat_plugin_sdk::http::get(&i.url)?;
+            Ok(Outputs::new().set("status", r.status).set("body", r.text()))
+        }
+        other => Err(StepError::invalid_input(format!("unknown misbehaviour {other}"))),
+    }
+}
+
+macro_rules! hostile {
+    ($ty:ident, $name:literal, $doc:literal) => {
+        struct $ty;
+        impl Step for $ty {
+            type Input = HostileIn;
+            fn info() -> StepInfo {
+                StepInfo::new($name, $doc)
+                    .input(field::string("when").doc("plan | apply (default apply)"))
+                    .input(field::string("url").doc("target for tcp/fetch"))
+                    .output(field::any("leaked"))
+                    .output(field::any("status"))
+                    .output(field::any("body"))
+            }
+            fn plan(_: &Context, i: HostileIn) -> Result<Plan, StepError> {
+                if i.when == "plan" {
+                    misbehave($name, &i)?;
+                }
+                Ok(Plan::new().action(Action::run(concat!("hostile/", $name), $doc)))
+            }
+            fn apply(_: &Context, i: HostileIn, _: &Action) -> Result<Outputs, StepError> {
+                misbehave($name, &i)
+            }
+        }
+    };
+}
+
+hostile!(Spin, "spin", "loop forever");
+hostile!(Balloon, "balloon", "allocate 4 GiB");
+hostile!(Panic, "panic", "panic");
+hostile!(ReadPasswd, "read-passwd", "read /etc/passwd");
+hostile!(Env, "env", "read environment variables");
+hostile!(Tcp, "tcp", "open a TCP socket");
+hostile!(Fetch, "fetch", "HTTP GET a URL");
+
+#[derive(Deserialize)]
+struct CountIn {
+    url: String,
+    items: u32,
+}
+
+/// `items` actions; applying action i POSTs to `{url}/apply/{i}` so the test
+/// server counts how often each was applied.
+struct Count;
+
+impl Step for Count {
+    type Input = CountIn;
+    fn info() -> StepInfo {
+        StepInfo::new("count", "Apply numbered actions, each reported to a counting server")
+            .input(field::string("url").required())
+            .input(field::integer("items").required())
+            .output(field::integer("last"))
+    }
+    fn plan(_: &Context, i: CountIn) -> Result<Plan, StepError> {
+        let mut p = Plan::new();
+        for n in 0..i.items {
+            p = p.action(Action::update(format!("item/{n}"), format!("count item {n}")).payload(n));
+        }
+        Ok(p.output_after_apply("last"))
+    }
+    fn apply(_: &Context, i: CountIn, a: &Action) -> Result<Outputs, StepError> {
+        let n: u32 = a.payload_as()?;
+        let r = lifeboat_plugin_sdk::http::post(&format!("{}/apply/{n}", i.url), b"")?;
+        if r.status != 200 {
+            return Err(StepError::retryable("unavailable", format!("counter said {}", r.status)));
+        }
+        Ok(Outputs::new().set("last", n))
+    }
+}
+
+/// Fails `fail_times` times (counted by the server) before succeeding.
+struct Flaky;
+
+#[derive(Deserialize)]
+struct FlakyIn {
+    url: String,
+}
+
+impl Step for Flaky {
+    type Input = FlakyIn;
+    fn info() -> StepInfo {
+        StepInfo::new("flaky", "Fail with a retryable error until the server says ok")
+            .input(field::string("url").required())
+            .output(field::integer("attempt"))
+    }
+    fn plan(_: &Context, _: FlakyIn) -> Result<Plan, StepError> {
+        Ok(Plan::new().action(Action::run("flaky/1", "try until it works")))
+    }
+    fn apply(ctx: &Context, i: FlakyIn, _: &Action) -> Result<Outputs, StepError> {
+        let r = lifeboat_plugin_sdk::http::post(&format!("{}/flaky", i.url), b"")?;
+        if r.status != 200 {
+            return Err(StepError::retryable("unavailable", format!("flaky server said {}", r.status)));
+        }
+        Ok(Outputs::new().set("attempt", ctx.attempt))
+    }
+}
+
+lifeboat_plugin_sdk::plugin!(
+    name: "testkit",
+    version: "0.1.0",
+    doc: "Hostile and counting steps for lifeboat's own tests",
+    steps: [Spin, Balloon, Panic, ReadPasswd, Env, Tcp, Fetch, Count, Flaky],
+);
