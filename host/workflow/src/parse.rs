@@ -109,6 +109,7 @@ pub fn parse(source: Arc<SourceFile>) -> Result<Document, Diagnostics> {
     let mut c = Checker {
         text: &source.text,
         sink: Sink::new(&source),
+        declared_aliases: HashSet::new(),
     };
     let doc = c.document(&root);
     match doc {
@@ -160,6 +161,8 @@ impl<'n> Fields<'n> {
 struct Checker<'t> {
     text: &'t str,
     sink: Sink,
+    /// Every alias under `plugins:`, also those whose declaration is invalid.
+    declared_aliases: HashSet<String>,
 }
 
 /// What a step's expressions may see, for reference checks.
@@ -177,7 +180,7 @@ impl Checker<'_> {
     fn wrong_type(&mut self, node: &Node, what: &str, expected: &str, help: &str) {
         let d = self.sink.error(
             "wrong-type",
-            node.span,
+            node.label_span(self.text),
             format!("{what} must be {expected}, but it is {}", node.kind()),
             format!("expected {expected}"),
         );
@@ -325,7 +328,7 @@ impl Checker<'_> {
                 let d = self.sink.error(
                     "bad-duration",
                     node.span,
-                    format!("{what} `{raw}` is not a valid duration: {e}"),
+                    format!("`{raw}` is not a valid duration for {what}: {e}"),
                     "not a duration",
                 );
                 d.set_help("write a number and a unit, e.g. `500ms`, `30s`, `5m`, `1h 30m`");
@@ -357,7 +360,7 @@ impl Checker<'_> {
         let name = self
             .required(&f, root, "name", "the workflow", "add `name: my-workflow` at the top of the file")
             .and_then(|n| {
-                let s = self.string(n, "`name`", "")?;
+                let s = self.string(n, "`name`", "write a name such as `name: failover-site-a`")?;
                 if !units::is_workflow_name(s) {
                     let d = self.sink.error(
                         "bad-name",
@@ -372,7 +375,10 @@ impl Checker<'_> {
 
         let description = f
             .get("description")
-            .and_then(|n| self.string(n, "`description`", "").map(str::to_owned));
+            .and_then(|n| {
+                self.string(n, "`description`", "write one line of text; use `description: >` for a longer text")
+                    .map(str::to_owned)
+            });
 
         let inputs = f.get("inputs").map(|n| self.inputs(n)).unwrap_or_default();
         let vars = f
@@ -530,7 +536,10 @@ impl Checker<'_> {
                 Some(value)
             }
         };
-        ok.then_some(InputDecl {
+        // Keep the declaration even when it has problems (they are reported),
+        // so that references to it are not reported as undefined too.
+        let _ = ok;
+        Some(InputDecl {
             ty,
             required,
             default,
@@ -678,6 +687,7 @@ impl Checker<'_> {
         secrets: &IndexMap<String, SecretDecl>,
     ) -> (IndexMap<String, PluginDecl>, IndexMap<String, SourceSpan>) {
         let mut out = IndexMap::new();
+        self.declared_aliases.clear();
         let mut spans = IndexMap::new();
         let help = "declare plugins as `ALIAS: { source: builtin:NAME }`";
         for (alias, k, v) in self.map_entries(node, "`plugins`", help) {
@@ -691,6 +701,7 @@ impl Checker<'_> {
                 d.set_help("an alias uses lower-case letters, digits, `_` and `-`, and starts with a letter");
                 continue;
             }
+            self.declared_aliases.insert(alias.to_owned());
             let what = format!("plugin `{alias}`");
             let Some(f) = self.fields(v, &what, PLUGIN_FIELDS, help) else {
                 continue;
@@ -929,8 +940,15 @@ impl Checker<'_> {
         id: Option<&(String, SourceSpan)>,
         ctx: &RefCtx<'_>,
     ) -> Option<(Step, StepSyntax, Vec<(usize, SourceSpan)>)> {
-        let label = match id {
-            Some((id, _)) => format!("step `{id}`"),
+        let raw_id = match &node.value {
+            Y::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("id"))
+                .and_then(|(_, v)| v.as_str()),
+            _ => None,
+        };
+        let label = match raw_id {
+            Some(id) => format!("step `{id}`"),
             None => "a step".to_owned(),
         };
         let f = self.fields(
@@ -1175,6 +1193,10 @@ impl Checker<'_> {
             return None;
         }
         if !plugins.contains_key(*alias) {
+            if self.declared_aliases.contains(*alias) {
+                // Declared, but its declaration has problems (already reported).
+                return None;
+            }
             let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
             let d = self.sink.error(
                 "unknown-plugin",

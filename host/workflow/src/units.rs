@@ -35,12 +35,22 @@ pub(crate) fn is_env_name(s: &str) -> bool {
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
-        return Err(format!("`{t}` has no unit"));
+        return Err("the unit is missing".to_owned());
     }
+    use humantime::DurationError as E;
     match humantime::parse_duration(t) {
         Ok(d) if d.is_zero() => Err("a duration of zero is not allowed".to_owned()),
         Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
+        Err(E::UnknownUnit { unit, .. }) => Err(format!(
+            "unknown unit `{unit}` (units: ms, s, m, h, d, w, and their long names)"
+        )),
+        Err(E::NumberExpected(_)) => Err("expected a number before each unit".to_owned()),
+        Err(E::InvalidCharacter(i)) => Err(format!(
+            "unexpected character `{}`",
+            t.get(i..).and_then(|r| r.chars().next()).unwrap_or('?')
+        )),
+        Err(E::NumberOverflow) => Err("the duration is too large".to_owned()),
+        Err(E::Empty) => Err("the duration is empty".to_owned()),
     }
 }
 

@@ -101,7 +101,12 @@ pub fn validate(doc: Document, catalog: &dyn Catalog) -> Result<Workflow, Diagno
             "secrets" => Some(FieldType::String),
             "index" => Some(FieldType::Integer),
             "steps" => {
-                let (_, si) = infos.get(r.path.first()?.as_str())?;
+                let target = r.path.first()?;
+                // A for_each step's outputs are lists, one entry per item.
+                if wf.step(target)?.for_each.is_some() {
+                    return Some(FieldType::List);
+                }
+                let (_, si) = infos.get(target.as_str())?;
                 si.output(r.path.get(2)?).map(|f| f.ty)
             }
             _ => None,
@@ -158,7 +163,18 @@ pub fn validate(doc: Document, catalog: &dyn Catalog) -> Result<Workflow, Diagno
                 format!("`if` of {label} gives {} {}, not a boolean", article(t.as_str()), t.as_str()),
                 "not a boolean",
             );
-            d.set_help("compare it to get a boolean, e.g. `${{ inputs.kind == 'test' }}`");
+            let from_for_each = c.refs().iter().any(|r| {
+                r.root == "steps"
+                    && r.path
+                        .first()
+                        .and_then(|t| wf.step(t))
+                        .is_some_and(|s| s.for_each.is_some())
+            });
+            d.set_help(if from_for_each {
+                "outputs of a `for_each` step are lists (one entry per item): pick one with `[i]`, or compare to get a boolean"
+            } else {
+                "compare it to get a boolean, e.g. `${{ inputs.kind == 'test' }}`"
+            });
         }
         if let Some(fe) = &step.for_each
             && let Some(t) = template_type(fe, &ty_of)

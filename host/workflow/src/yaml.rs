@@ -75,6 +75,16 @@ impl Node {
         }
     }
 
+    /// The span to underline for a problem with the whole node: all of it
+    /// when it fits on one line, else its first token (or first key).
+    pub(crate) fn label_span(&self, text: &str) -> SourceSpan {
+        let (a, b) = (self.full.offset(), self.full.offset() + self.full.len());
+        if text.get(a..b).is_some_and(|s| !s.contains('\n')) && self.full.len() > 0 {
+            return self.full;
+        }
+        self.head()
+    }
+
     /// The value as JSON (keys rendered as strings).
     pub(crate) fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
@@ -140,7 +150,7 @@ pub(crate) fn load(source: &Arc<SourceFile>) -> Result<Node, Diagnostic> {
     budget.max_depth = 64;
     budget.max_aliases = 1_000;
     budget.max_anchors = 1_000;
-    budget.max_documents = 1;
+    budget.max_documents = 2;
     budget.max_total_scalar_bytes = MAX_FILE_BYTES;
     options.budget = Some(budget);
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
@@ -173,12 +183,13 @@ fn syntax_diagnostic(source: &Arc<SourceFile>, err: &serde_saphyr::Error) -> Dia
             source,
             "too-large",
             span,
-            format!("the workflow is too large or expands too much ({message})"),
+            "the workflow is too large or expands too much",
             "expanding this went over the limit",
         )
         .with_help(format!(
-            "workflow files may hold at most {MAX_NODES} values after expanding aliases, nested at most 64 deep; \
-             avoid deeply nested anchors and aliases"
+            "workflow files may hold at most {MAX_NODES} values after expanding aliases, nested at most 64 deep \
+             ({}); avoid deeply nested anchors and aliases",
+            message.trim_start_matches("YAML document too large or too complex: ")
         )),
         E::DuplicateMappingKey { key, .. } => Diagnostic::new(
             source,
@@ -265,6 +276,24 @@ fn convert(text: &str, raw: Spanned<Raw>) -> Node {
                 .collect(),
         ),
     };
+    let opener = text.get(start..).and_then(|t| t.chars().next());
+    let closer = match (opener, &value) {
+        (Some('['), Value::Seq(_)) => Some(']'),
+        (Some('{'), Value::Map(_)) => Some('}'),
+        _ => None,
+    };
+    if let Some(closer) = closer
+        && let Some(rest) = text.get(end..)
+    {
+        let skipped = rest
+            .char_indices()
+            .find(|(_, c)| !(c.is_whitespace() || *c == ','));
+        if let Some((i, c)) = skipped
+            && c == closer
+        {
+            end += i + 1;
+        }
+    }
     Node {
         value,
         span,
