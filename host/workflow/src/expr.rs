@@ -845,12 +845,14 @@ impl Parser<'_> {
             match self.peek() {
                 Tok::Dot => {
                     self.bump();
-                    match self.bump() {
-                        (Tok::Ident(name), _, _) => base = Ast::Field(Box::new(base), name),
-                        _ => {
-                            self.pos = self.pos.saturating_sub(1);
-                            return Err(self.unexpected("a field name after `.`", ""));
-                        }
+                    if !matches!(self.peek(), Tok::Ident(_)) {
+                        return Err(self.unexpected(
+                            "a field name after `.`",
+                            "read a field as `.name`, or index as `[0]` / `['name']`",
+                        ));
+                    }
+                    if let (Tok::Ident(name), _, _) = self.bump() {
+                        base = Ast::Field(Box::new(base), name);
                     }
                 }
                 Tok::LBracket => {
@@ -910,12 +912,12 @@ impl Parser<'_> {
             ));
         }
         self.bump();
+        if !matches!(self.peek(), Tok::Ident(_)) {
+            return Err(self.unexpected(what, &format!("write `{example}`")));
+        }
         match self.bump() {
             (Tok::Ident(n), s, e) => Ok((n, s, e)),
-            _ => {
-                self.pos = self.pos.saturating_sub(1);
-                Err(self.unexpected(what, &format!("write `{example}`")))
-            }
+            _ => Err(self.unexpected(what, &format!("write `{example}`"))),
         }
     }
 
