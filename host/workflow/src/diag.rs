@@ -141,12 +141,11 @@ fn clamp(span: SourceSpan, text: &str) -> SourceSpan {
     while end < text.len() && !text.is_char_boundary(end) {
         end += 1;
     }
-    if end == start {
-        if let Some(c) = text.get(start..).and_then(|s| s.chars().next())
-            && c != '\n'
-        {
-            end = start + c.len_utf8();
-        }
+    if end == start
+        && let Some(c) = text.get(start..).and_then(|s| s.chars().next())
+        && c != '\n'
+    {
+        end = start + c.len_utf8();
     }
     SourceSpan::new(start.into(), end - start)
 }
@@ -198,10 +197,9 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        Some(Box::new(std::iter::once(LabeledSpan::new_primary_with_span(
-            Some(self.label.clone()),
-            self.span,
-        ))))
+        Some(Box::new(std::iter::once(
+            LabeledSpan::new_primary_with_span(Some(self.label.clone()), self.span),
+        )))
     }
 }
 
@@ -221,9 +219,7 @@ impl Diagnostics {
     /// Exact duplicates are dropped.
     pub fn new(source: &Arc<SourceFile>, mut items: Vec<Diagnostic>) -> Diagnostics {
         items.sort_by_key(|d| (d.span.offset(), d.span.len()));
-        items.dedup_by(|a, b| {
-            a.span == b.span && a.code == b.code && a.message == b.message
-        });
+        items.dedup_by(|a, b| a.span == b.span && a.code == b.code && a.message == b.message);
         Diagnostics {
             source: Arc::clone(source),
             items,
@@ -322,9 +318,7 @@ impl miette::Diagnostic for Diagnostics {
             return None;
         }
         Some(Box::new(
-            self.items[1..]
-                .iter()
-                .map(|d| d as &dyn miette::Diagnostic),
+            self.items[1..].iter().map(|d| d as &dyn miette::Diagnostic),
         ))
     }
 }

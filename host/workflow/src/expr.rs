@@ -325,7 +325,11 @@ fn eval(ast: &Ast, scope: &dyn Scope) -> Result<Val, EvalError> {
                 (Val::Unknown(u), _) | (_, Val::Unknown(u)) => Ok(Val::Unknown(u)),
                 (Val::Known(x), Val::Known(y)) => {
                     let eq = json_eq(&x, &y);
-                    Ok(Val::Known(Value::Bool(if *op == BinOp::Eq { eq } else { !eq })))
+                    Ok(Val::Known(Value::Bool(if *op == BinOp::Eq {
+                        eq
+                    } else {
+                        !eq
+                    })))
                 }
             }
         }
@@ -567,13 +571,7 @@ fn lex(text: &str) -> Result<Vec<Lexed>, LexError> {
                 match lit.parse::<f64>() {
                     Ok(f) if f.is_finite() => Tok::Float(f),
                     _ => {
-                        return Err(err(
-                            "number out of range",
-                            "too large",
-                            "",
-                            start,
-                            i,
-                        ));
+                        return Err(err("number out of range", "too large", "", start, i));
                     }
                 }
             } else {
@@ -655,11 +653,7 @@ fn lex(text: &str) -> Result<Vec<Lexed>, LexError> {
                 }
             }
         };
-        out.push(Lexed {
-            tok,
-            start,
-            end: i,
-        });
+        out.push(Lexed { tok, start, end: i });
     }
     out.push(Lexed {
         tok: Tok::End,
@@ -679,20 +673,19 @@ pub(crate) fn parse_in(text: &str, base: usize, map: &SpanMap) -> Result<Expr, S
     let trimmed_start = text.len() - text.trim_start().len();
     let trimmed = text.trim();
     let whole = map.span(base + trimmed_start, base + trimmed_start + trimmed.len());
-    let mk = |message: String, label: String, help: String, start: usize, end: usize| {
-        SyntaxError {
-            message,
-            label,
-            help,
-            span: map.span(base + start, base + end.max(start)),
-            offset: start,
-        }
+    let mk = |message: String, label: String, help: String, start: usize, end: usize| SyntaxError {
+        message,
+        label,
+        help,
+        span: map.span(base + start, base + end.max(start)),
+        offset: start,
     };
     if trimmed.is_empty() {
         return Err(SyntaxError {
             message: "empty expression".to_owned(),
             label: "nothing between `${{` and `}}`".to_owned(),
-            help: "write an expression such as `${{ inputs.name }}`, or remove the braces".to_owned(),
+            help: "write an expression such as `${{ inputs.name }}`, or remove the braces"
+                .to_owned(),
             span: map.span(base, base + text.len()),
             offset: 0,
         });
@@ -705,10 +698,15 @@ pub(crate) fn parse_in(text: &str, base: usize, map: &SpanMap) -> Result<Expr, S
         map,
         depth: 0,
     };
-    let ast = p.expr().map_err(|e| mk(e.message, e.label, e.help, e.start, e.end))?;
+    let ast = p
+        .expr()
+        .map_err(|e| mk(e.message, e.label, e.help, e.start, e.end))?;
     if !matches!(p.peek(), Tok::End) {
         let t = &p.toks[p.pos];
-        let msg = format!("unexpected {} after the end of the expression", t.tok.describe());
+        let msg = format!(
+            "unexpected {} after the end of the expression",
+            t.tok.describe()
+        );
         let (s, e) = (t.start, t.end);
         return Err(mk(
             msg,
@@ -741,9 +739,7 @@ impl Parser<'_> {
     }
 
     fn cur(&self) -> (usize, usize) {
-        self.toks
-            .get(self.pos)
-            .map_or((0, 0), |t| (t.start, t.end))
+        self.toks.get(self.pos).map_or((0, 0), |t| (t.start, t.end))
     }
 
     fn bump(&mut self) -> (Tok, usize, usize) {
@@ -904,7 +900,12 @@ impl Parser<'_> {
     }
 
     /// `.NAME` after a root; returns the name and its span.
-    fn segment(&mut self, after: &str, what: &str, example: &str) -> PResult<(String, usize, usize)> {
+    fn segment(
+        &mut self,
+        after: &str,
+        what: &str,
+        example: &str,
+    ) -> PResult<(String, usize, usize)> {
         if !matches!(self.peek(), Tok::Dot) {
             return Err(self.unexpected(
                 &format!("`.` and {what} after `{after}`"),
@@ -943,7 +944,9 @@ impl Parser<'_> {
                 )?;
                 if outputs != "outputs" {
                     return Err(LexError {
-                        message: format!("expected `outputs` after `steps.{id}`, found `{outputs}`"),
+                        message: format!(
+                            "expected `outputs` after `steps.{id}`, found `{outputs}`"
+                        ),
                         label: "expected `outputs`".to_owned(),
                         help: format!("a step's values are read as `steps.{id}.outputs.NAME`"),
                         start: s2,

@@ -153,7 +153,9 @@ pub struct Step {
 impl Workflow {
     /// Hex blake3 of the source text.
     pub fn digest(&self) -> String {
-        blake3::hash(self.source.text.as_bytes()).to_hex().to_string()
+        blake3::hash(self.source.text.as_bytes())
+            .to_hex()
+            .to_string()
     }
 
     /// A step by id.

@@ -116,12 +116,8 @@ pub fn parse(source: Arc<SourceFile>) -> Result<Document, Diagnostics> {
         Some(doc) if c.sink.is_empty() => Ok(doc),
         _ => {
             if c.sink.is_empty() {
-                c.sink.error(
-                    "invalid",
-                    root.head(),
-                    "the workflow is invalid",
-                    "here",
-                );
+                c.sink
+                    .error("invalid", root.head(), "the workflow is invalid", "here");
             }
             Err(c.sink.finish())
         }
@@ -205,7 +201,10 @@ impl Checker<'_> {
                 self.sink.error(
                     "wrong-type",
                     k.span,
-                    format!("keys of {what} must be strings, but this key is {}", k.kind()),
+                    format!(
+                        "keys of {what} must be strings, but this key is {}",
+                        k.kind()
+                    ),
                     "not a string",
                 );
                 continue;
@@ -226,7 +225,12 @@ impl Checker<'_> {
     }
 
     /// A mapping with free-form string keys (inputs, vars, plugins, with...).
-    fn map_entries<'n>(&mut self, node: &'n Node, what: &str, help: &str) -> Vec<(&'n str, &'n Node, &'n Node)> {
+    fn map_entries<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        help: &str,
+    ) -> Vec<(&'n str, &'n Node, &'n Node)> {
         let Y::Map(entries) = &node.value else {
             self.wrong_type(node, what, "a mapping", help);
             return Vec::new();
@@ -239,7 +243,10 @@ impl Checker<'_> {
                     self.sink.error(
                         "wrong-type",
                         k.span,
-                        format!("keys of {what} must be strings, but this key is {}", k.kind()),
+                        format!(
+                            "keys of {what} must be strings, but this key is {}",
+                            k.kind()
+                        ),
                         "not a string",
                     );
                 }
@@ -258,7 +265,14 @@ impl Checker<'_> {
         }
     }
 
-    fn required<'n>(&mut self, f: &Fields<'n>, parent: &Node, name: &str, what: &str, help: &str) -> Option<&'n Node> {
+    fn required<'n>(
+        &mut self,
+        f: &Fields<'n>,
+        parent: &Node,
+        name: &str,
+        what: &str,
+        help: &str,
+    ) -> Option<&'n Node> {
         match f.get(name) {
             Some(v) => Some(v),
             None => {
@@ -278,11 +292,19 @@ impl Checker<'_> {
         }
     }
 
-    fn string_list<'n>(&mut self, node: &'n Node, what: &str, help: &str) -> Vec<(&'n str, &'n Node)> {
+    fn string_list<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        help: &str,
+    ) -> Vec<(&'n str, &'n Node)> {
         match &node.value {
             Y::Seq(items) => items
                 .iter()
-                .filter_map(|i| self.string(i, &format!("each entry of {what}"), help).map(|s| (s, i)))
+                .filter_map(|i| {
+                    self.string(i, &format!("each entry of {what}"), help)
+                        .map(|s| (s, i))
+                })
                 .collect(),
             _ => {
                 self.wrong_type(node, what, "a list of strings", help);
@@ -318,7 +340,12 @@ impl Checker<'_> {
             Y::Str(s) => s.clone(),
             Y::Int(_) | Y::UInt(_) | Y::Float(_) => node.to_json().to_string(),
             _ => {
-                self.wrong_type(node, what, "a duration such as `30s`", "write a number and a unit, e.g. `500ms`, `30s`, `5m`, `1h 30m`");
+                self.wrong_type(
+                    node,
+                    what,
+                    "a duration such as `30s`",
+                    "write a number and a unit, e.g. `500ms`, `30s`, `5m`, `1h 30m`",
+                );
                 return None;
             }
         };
@@ -373,19 +400,24 @@ impl Checker<'_> {
                 Some(s.to_owned())
             });
 
-        let description = f
-            .get("description")
-            .and_then(|n| {
-                self.string(n, "`description`", "write one line of text; use `description: >` for a longer text")
-                    .map(str::to_owned)
-            });
+        let description = f.get("description").and_then(|n| {
+            self.string(
+                n,
+                "`description`",
+                "write one line of text; use `description: >` for a longer text",
+            )
+            .map(str::to_owned)
+        });
 
         let inputs = f.get("inputs").map(|n| self.inputs(n)).unwrap_or_default();
         let vars = f
             .get("vars")
             .map(|n| self.vars(n, &inputs))
             .unwrap_or_default();
-        let secrets = f.get("secrets").map(|n| self.secrets(n)).unwrap_or_default();
+        let secrets = f
+            .get("secrets")
+            .map(|n| self.secrets(n))
+            .unwrap_or_default();
         let (plugins, plugin_spans) = f
             .get("plugins")
             .map(|n| self.plugins(n, &secrets))
@@ -464,7 +496,9 @@ impl Checker<'_> {
             Some(t) => match t.as_str().and_then(field_type) {
                 Some(ty) => ty,
                 None => {
-                    let shown = t.as_str().map_or_else(|| t.to_json().to_string(), str::to_owned);
+                    let shown = t
+                        .as_str()
+                        .map_or_else(|| t.to_json().to_string(), str::to_owned);
                     let d = self.sink.error(
                         "bad-input",
                         t.span,
@@ -518,7 +552,10 @@ impl Checker<'_> {
                         ),
                         format!("not {} {}", crate::error::article(ty.as_str()), ty.as_str()),
                     );
-                    e.set_help(format!("change the default or the input's `type` (now `{}`)", ty.as_str()));
+                    e.set_help(format!(
+                        "change the default or the input's `type` (now `{}`)",
+                        ty.as_str()
+                    ));
                     ok = false;
                 }
                 if required {
@@ -547,7 +584,11 @@ impl Checker<'_> {
         })
     }
 
-    fn vars(&mut self, node: &Node, inputs: &IndexMap<String, InputDecl>) -> IndexMap<String, Template> {
+    fn vars(
+        &mut self,
+        node: &Node,
+        inputs: &IndexMap<String, InputDecl>,
+    ) -> IndexMap<String, Template> {
         let entries = self.map_entries(node, "`vars`", "declare vars as `NAME: value`");
         let names: Vec<&str> = entries.iter().map(|(n, _, _)| *n).collect();
         let mut out: IndexMap<String, Template> = IndexMap::new();
@@ -572,7 +613,12 @@ impl Checker<'_> {
                 match r.root.as_str() {
                     "inputs" => {
                         if !inputs.contains_key(target) {
-                            self.undefined(r, "input", inputs.keys().map(String::as_str).collect(), "inputs");
+                            self.undefined(
+                                r,
+                                "input",
+                                inputs.keys().map(String::as_str).collect(),
+                                "inputs",
+                            );
                         }
                     }
                     "vars" if target == name => {
@@ -584,21 +630,23 @@ impl Checker<'_> {
                         );
                         d.set_help("a var may only use inputs and vars declared before it");
                     }
-                    "vars" => match names.iter().position(|n| n == target) {
-                        Some(j) if j < i => {}
-                        Some(_) => {
-                            let d = self.sink.error(
+                    "vars" => {
+                        match names.iter().position(|n| n == target) {
+                            Some(j) if j < i => {}
+                            Some(_) => {
+                                let d = self.sink.error(
                                 "bad-var-reference",
                                 r.span,
                                 format!("var `{name}` uses `vars.{target}`, which is declared after it"),
                                 "declared later",
                             );
-                            d.set_help(format!("move `{target}` above `{name}` in `vars:`"));
+                                d.set_help(format!("move `{target}` above `{name}` in `vars:`"));
+                            }
+                            None => {
+                                self.undefined(r, "var", names[..i].to_vec(), "vars");
+                            }
                         }
-                        None => {
-                            self.undefined(r, "var", names[..i].to_vec(), "vars");
-                        }
-                    },
+                    }
                     other => {
                         let d = self.sink.error(
                             "bad-var-reference",
@@ -660,7 +708,13 @@ impl Checker<'_> {
             let Some(f) = self.fields(v, &what, SECRET_FIELDS, help) else {
                 continue;
             };
-            let Some(env_node) = self.required(&f, v, "env", &what, "name the environment variable: `env: MY_TOKEN`") else {
+            let Some(env_node) = self.required(
+                &f,
+                v,
+                "env",
+                &what,
+                "name the environment variable: `env: MY_TOKEN`",
+            ) else {
                 continue;
             };
             let Some(env) = self.string(env_node, &format!("`env` of {what}"), "") else {
@@ -676,7 +730,12 @@ impl Checker<'_> {
                 d.set_help("use letters, digits and `_`, not starting with a digit");
                 continue;
             }
-            out.insert(name.to_owned(), SecretDecl { env: env.to_owned() });
+            out.insert(
+                name.to_owned(),
+                SecretDecl {
+                    env: env.to_owned(),
+                },
+            );
         }
         out
     }
@@ -736,7 +795,11 @@ impl Checker<'_> {
     fn plugin_source(&mut self, node: &Node, what: &str) -> Option<PluginSource> {
         let s = self.string(node, &format!("`source` of {what}"), "")?;
         if let Some(name) = s.strip_prefix("builtin:") {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 let d = self.sink.error(
                     "bad-source",
                     node.span,
@@ -765,14 +828,28 @@ impl Checker<'_> {
         Some(PluginSource::Path(PathBuf::from(s)))
     }
 
-    fn grants(&mut self, node: &Node, what: &str, secrets: &IndexMap<String, SecretDecl>) -> Grants {
+    fn grants(
+        &mut self,
+        node: &Node,
+        what: &str,
+        secrets: &IndexMap<String, SecretDecl>,
+    ) -> Grants {
         let mut g = Grants::default();
         let gwhat = format!("`grants` of {what}");
-        let Some(f) = self.fields(node, &gwhat, GRANT_FIELDS, "grants are `http: [HOST, ...]` and `secrets: [NAME, ...]`") else {
+        let Some(f) = self.fields(
+            node,
+            &gwhat,
+            GRANT_FIELDS,
+            "grants are `http: [HOST, ...]` and `secrets: [NAME, ...]`",
+        ) else {
             return g;
         };
         if let Some(h) = f.get("http") {
-            for (pat, n) in self.string_list(h, &format!("`grants.http` of {what}"), "list hosts, e.g. `http: [\"api.example.com\", \"127.0.0.1:8080\"]`") {
+            for (pat, n) in self.string_list(
+                h,
+                &format!("`grants.http` of {what}"),
+                "list hosts, e.g. `http: [\"api.example.com\", \"127.0.0.1:8080\"]`",
+            ) {
                 match units::parse_http_grant(pat) {
                     Ok(p) => g.http.push(p),
                     Err(e) => {
@@ -788,7 +865,11 @@ impl Checker<'_> {
             }
         }
         if let Some(s) = f.get("secrets") {
-            for (name, n) in self.string_list(s, &format!("`grants.secrets` of {what}"), "list secret names declared under `secrets:`") {
+            for (name, n) in self.string_list(
+                s,
+                &format!("`grants.secrets` of {what}"),
+                "list secret names declared under `secrets:`",
+            ) {
                 if secrets.contains_key(name) {
                     if !g.secrets.iter().any(|x| x == name) {
                         g.secrets.push(name.to_owned());
@@ -815,7 +896,12 @@ impl Checker<'_> {
     fn limits(&mut self, node: &Node, what: &str) -> Limits {
         let mut l = Limits::default();
         let lwhat = format!("`limits` of {what}");
-        let Some(f) = self.fields(node, &lwhat, LIMIT_FIELDS, "limits are `memory: 64MiB` and `timeout: 30s`") else {
+        let Some(f) = self.fields(
+            node,
+            &lwhat,
+            LIMIT_FIELDS,
+            "limits are `memory: 64MiB` and `timeout: 30s`",
+        ) else {
             return l;
         };
         if let Some(m) = f.get("memory") {
@@ -830,12 +916,20 @@ impl Checker<'_> {
                     let d = self.sink.error(
                         "bad-memory",
                         m.span,
-                        format!("`{}` is not a valid memory size: {e}", raw.unwrap_or_default()),
+                        format!(
+                            "`{}` is not a valid memory size: {e}",
+                            raw.unwrap_or_default()
+                        ),
                         "invalid size",
                     );
                     d.set_help("write a whole number and a unit: B, KiB, MiB or GiB, e.g. `64MiB`");
                 }
-                None => self.wrong_type(m, &format!("`memory` of {what}"), "a size such as `64MiB`", "units are B, KiB, MiB and GiB"),
+                None => self.wrong_type(
+                    m,
+                    &format!("`memory` of {what}"),
+                    "a size such as `64MiB`",
+                    "units are B, KiB, MiB and GiB",
+                ),
             }
         }
         if let Some(t) = f.get("timeout") {
@@ -855,11 +949,21 @@ impl Checker<'_> {
         plugins: &IndexMap<String, PluginDecl>,
     ) -> (Vec<Step>, Vec<StepSyntax>) {
         let Y::Seq(items) = &node.value else {
-            self.wrong_type(node, "`steps`", "a list of steps", "write each step as a list item: `- id: NAME` then `uses: ALIAS/STEP`");
+            self.wrong_type(
+                node,
+                "`steps`",
+                "a list of steps",
+                "write each step as a list item: `- id: NAME` then `uses: ALIAS/STEP`",
+            );
             return (Vec::new(), Vec::new());
         };
         if items.is_empty() {
-            let d = self.sink.error("no-steps", node.span, "the workflow has no steps", "empty list");
+            let d = self.sink.error(
+                "no-steps",
+                node.span,
+                "the workflow has no steps",
+                "empty list",
+            );
             d.set_help("add at least one step with `id:` and `uses:`");
             return (Vec::new(), Vec::new());
         }
@@ -923,10 +1027,18 @@ impl Checker<'_> {
             }
         }
         // Resolve edges into indexes of `steps`.
-        let pos: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let pos: HashMap<&str, usize> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
         let graph: Vec<Vec<(usize, SourceSpan)>> = edges
             .iter()
-            .map(|deps| deps.iter().filter_map(|(t, sp)| pos.get(all_ids[*t].as_str()).map(|i| (*i, *sp))).collect())
+            .map(|deps| {
+                deps.iter()
+                    .filter_map(|(t, sp)| pos.get(all_ids[*t].as_str()).map(|i| (*i, *sp)))
+                    .collect()
+            })
             .collect();
         self.cycles(&steps, &graph);
         (steps, syntax)
@@ -939,7 +1051,7 @@ impl Checker<'_> {
         node: &Node,
         id: Option<&(String, SourceSpan)>,
         ctx: &RefCtx<'_>,
-    ) -> Option<(Step, StepSyntax, Vec<(usize, SourceSpan)>)> {
+    ) -> Option<(Step, StepSyntax, Deps)> {
         let raw_id = match &node.value {
             Y::Map(entries) => entries
                 .iter()
@@ -957,20 +1069,36 @@ impl Checker<'_> {
             STEP_FIELDS,
             "a step is a mapping with `id:`, `uses:` and optionally `with:`, `needs:`, `if:`, `for_each:`, `timeout:`, `retry:`",
         )?;
-        let id_node = self.required(&f, node, "id", &label, "give the step an id: `- id: my-step`");
+        let id_node = self.required(
+            &f,
+            node,
+            "id",
+            &label,
+            "give the step an id: `- id: my-step`",
+        );
         if let Some(n) = id_node
             && n.as_str().is_none()
         {
             self.wrong_type(n, "a step `id`", "a string", "");
         }
         let uses = self
-            .required(&f, node, "uses", &label, "say which plugin step runs: `uses: ALIAS/STEP`")
+            .required(
+                &f,
+                node,
+                "uses",
+                &label,
+                "say which plugin step runs: `uses: ALIAS/STEP`",
+            )
             .and_then(|u| self.uses(u, &label, ctx.plugins));
 
         let mut with = IndexMap::new();
         let mut with_spans = IndexMap::new();
         if let Some(w) = f.get("with") {
-            for (k, kn, v) in self.map_entries(w, &format!("`with` of {label}"), "write the plugin step's inputs as `NAME: value`") {
+            for (k, kn, v) in self.map_entries(
+                w,
+                &format!("`with` of {label}"),
+                "write the plugin step's inputs as `NAME: value`",
+            ) {
                 with_spans.insert(k.to_owned(), (kn.span, v.span));
                 if let Some(t) = self.template(v) {
                     with.insert(k.to_owned(), t);
@@ -980,8 +1108,12 @@ impl Checker<'_> {
 
         let condition = f.get("if").and_then(|c| self.condition(c));
         let for_each = f.get("for_each").and_then(|n| self.for_each(n));
-        let timeout = f.get("timeout").and_then(|t| self.duration(t, &format!("`timeout` of {label}")));
-        let retry = f.get("retry").map_or_else(Retry::default, |r| self.retry(r, &label));
+        let timeout = f
+            .get("timeout")
+            .and_then(|t| self.duration(t, &format!("`timeout` of {label}")));
+        let retry = f
+            .get("retry")
+            .map_or_else(Retry::default, |r| self.retry(r, &label));
 
         // Dependencies.
         let own = id.map(|(s, _)| s.as_str());
@@ -990,7 +1122,11 @@ impl Checker<'_> {
         if let Some(n) = f.get("needs") {
             let list: Vec<(&str, &Node)> = match &n.value {
                 Y::Str(s) => vec![(s.as_str(), n)],
-                _ => self.string_list(n, &format!("`needs` of {label}"), "list step ids: `needs: [other-step]`"),
+                _ => self.string_list(
+                    n,
+                    &format!("`needs` of {label}"),
+                    "list step ids: `needs: [other-step]`",
+                ),
             };
             for (need, nn) in list {
                 if Some(need) == own {
@@ -1009,7 +1145,12 @@ impl Checker<'_> {
                         needs.push(need.to_owned());
                     }
                     None => {
-                        let known: Vec<&str> = ctx.step_ids.iter().map(String::as_str).filter(|s| Some(*s) != own).collect();
+                        let known: Vec<&str> = ctx
+                            .step_ids
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|s| Some(*s) != own)
+                            .collect();
                         let d = self.sink.error(
                             "unknown-need",
                             nn.span,
@@ -1035,7 +1176,17 @@ impl Checker<'_> {
             refs.extend(fe.refs().into_iter().map(|r| (r, Place::ForEach)));
         }
         for (r, place) in refs {
-            self.check_ref(r, place, &label, own, alias, for_each.is_some(), ctx, &mut deps, &mut needs);
+            self.check_ref(
+                r,
+                place,
+                &label,
+                own,
+                alias,
+                for_each.is_some(),
+                ctx,
+                &mut deps,
+                &mut needs,
+            );
         }
 
         needs.sort();
@@ -1079,19 +1230,30 @@ impl Checker<'_> {
     ) {
         let target = r.path.first().map_or("", String::as_str);
         match r.root.as_str() {
-            "inputs" => {
-                if !ctx.inputs.contains_key(target) {
-                    self.undefined(r, "input", ctx.inputs.keys().map(String::as_str).collect(), "inputs");
-                }
+            "inputs" if !ctx.inputs.contains_key(target) => {
+                self.undefined(
+                    r,
+                    "input",
+                    ctx.inputs.keys().map(String::as_str).collect(),
+                    "inputs",
+                );
             }
-            "vars" => {
-                if !ctx.vars.contains_key(target) {
-                    self.undefined(r, "var", ctx.vars.keys().map(String::as_str).collect(), "vars");
-                }
+            "vars" if !ctx.vars.contains_key(target) => {
+                self.undefined(
+                    r,
+                    "var",
+                    ctx.vars.keys().map(String::as_str).collect(),
+                    "vars",
+                );
             }
             "secrets" => {
                 if !ctx.secrets.contains_key(target) {
-                    self.undefined(r, "secret", ctx.secrets.keys().map(String::as_str).collect(), "secrets");
+                    self.undefined(
+                        r,
+                        "secret",
+                        ctx.secrets.keys().map(String::as_str).collect(),
+                        "secrets",
+                    );
                 } else if let Some(alias) = alias
                     && let Some(p) = ctx.plugins.get(alias)
                     && !p.grants.secrets.iter().any(|s| s == target)
@@ -1099,7 +1261,9 @@ impl Checker<'_> {
                     let d = self.sink.error(
                         "missing-grant",
                         r.span,
-                        format!("{label} uses secret `{target}`, but plugin `{alias}` is not granted it"),
+                        format!(
+                            "{label} uses secret `{target}`, but plugin `{alias}` is not granted it"
+                        ),
                         "secret not granted",
                     );
                     d.set_help(format!(
@@ -1115,7 +1279,9 @@ impl Checker<'_> {
                         format!("{label} uses its own output `{}`", r.dotted()),
                         "this step itself",
                     );
-                    d.set_help("a step's outputs are only known after it ran; use them in a later step");
+                    d.set_help(
+                        "a step's outputs are only known after it ran; use them in a later step",
+                    );
                     return;
                 }
                 match ctx.step_ids.iter().position(|s| s == target) {
@@ -1124,11 +1290,19 @@ impl Checker<'_> {
                         needs.push(target.to_owned());
                     }
                     None => {
-                        let known: Vec<&str> = ctx.step_ids.iter().map(String::as_str).filter(|s| Some(*s) != own).collect();
+                        let known: Vec<&str> = ctx
+                            .step_ids
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|s| Some(*s) != own)
+                            .collect();
                         let d = self.sink.error(
                             "undefined-step",
                             r.seg(1),
-                            format!("`{}` refers to step `{target}`, which does not exist", r.dotted()),
+                            format!(
+                                "`{}` refers to step `{target}`, which does not exist",
+                                r.dotted()
+                            ),
                             "no such step",
                         );
                         d.set_help(suggest::help(target, "steps", &known));
@@ -1164,7 +1338,11 @@ impl Checker<'_> {
         label: &str,
         plugins: &IndexMap<String, PluginDecl>,
     ) -> Option<(String, String, SourceSpan, SourceSpan)> {
-        let s = self.string(node, &format!("`uses` of {label}"), "write `uses: ALIAS/STEP`")?;
+        let s = self.string(
+            node,
+            &format!("`uses` of {label}"),
+            "write `uses: ALIAS/STEP`",
+        )?;
         let map = yaml::SpanMap::new(self.text, node.span, s);
         let parts: Vec<&str> = s.split('/').collect();
         let [alias, step] = parts.as_slice() else {
@@ -1205,19 +1383,30 @@ impl Checker<'_> {
                 "unknown plugin alias",
             );
             d.set_help(if known.is_empty() {
-                format!("declare it under `plugins:`, e.g. `{alias}: {{ source: builtin:{alias} }}`")
+                format!(
+                    "declare it under `plugins:`, e.g. `{alias}: {{ source: builtin:{alias} }}`"
+                )
             } else {
                 suggest::help(alias, "declared plugins", &known)
             });
             return None;
         }
-        Some(((*alias).to_owned(), (*step).to_owned(), node.span, step_span))
+        Some((
+            (*alias).to_owned(),
+            (*step).to_owned(),
+            node.span,
+            step_span,
+        ))
     }
 
     fn condition(&mut self, node: &Node) -> Option<(Expr, SourceSpan)> {
-        let help = "write a condition as `if: ${{ inputs.kind == 'test' }}`, or `if: true` / `if: false`";
+        let help =
+            "write a condition as `if: ${{ inputs.kind == 'test' }}`, or `if: true` / `if: false`";
         match &node.value {
-            Y::Bool(b) => Some((Expr::literal(Value::Bool(*b), b.to_string(), node.span), node.span)),
+            Y::Bool(b) => Some((
+                Expr::literal(Value::Bool(*b), b.to_string(), node.span),
+                node.span,
+            )),
             Y::Str(_) => match self.template(node)? {
                 Template::Expr(e) => Some((e, node.span)),
                 _ => {
@@ -1256,7 +1445,12 @@ impl Checker<'_> {
                 }
             },
             _ => {
-                self.wrong_type(node, "`for_each`", "a list or a `${{ … }}` expression", help);
+                self.wrong_type(
+                    node,
+                    "`for_each`",
+                    "a list or a `${{ … }}` expression",
+                    help,
+                );
                 None
             }
         }
@@ -1267,16 +1461,28 @@ impl Checker<'_> {
         let attempts_node = match &node.value {
             Y::Int(_) | Y::UInt(_) => Some(node),
             Y::Map(_) => {
-                let Some(f) = self.fields(node, &format!("`retry` of {label}"), RETRY_FIELDS, "write `retry: 3` or `retry: { attempts: 3, backoff: 1s }`") else {
+                let Some(f) = self.fields(
+                    node,
+                    &format!("`retry` of {label}"),
+                    RETRY_FIELDS,
+                    "write `retry: 3` or `retry: { attempts: 3, backoff: 1s }`",
+                ) else {
                     return retry;
                 };
                 if let Some(b) = f.get("backoff") {
-                    retry.backoff = self.duration(b, "`retry.backoff`").unwrap_or(DEFAULT_BACKOFF);
+                    retry.backoff = self
+                        .duration(b, "`retry.backoff`")
+                        .unwrap_or(DEFAULT_BACKOFF);
                 }
                 f.get("attempts")
             }
             _ => {
-                self.wrong_type(node, &format!("`retry` of {label}"), "a number of attempts or a mapping", "write `retry: 3` or `retry: { attempts: 3, backoff: 1s }`");
+                self.wrong_type(
+                    node,
+                    &format!("`retry` of {label}"),
+                    "a number of attempts or a mapping",
+                    "write `retry: 3` or `retry: { attempts: 3, backoff: 1s }`",
+                );
                 return retry;
             }
         };
@@ -1295,7 +1501,9 @@ impl Checker<'_> {
                         format!("retry attempts must be a whole number from 1 to {MAX_ATTEMPTS}"),
                         "invalid number of attempts",
                     );
-                    d.set_help("`attempts` counts every try: 1 means no retry, 3 means up to two retries");
+                    d.set_help(
+                        "`attempts` counts every try: 1 means no retry, 3 means up to two retries",
+                    );
                 }
             }
         }
@@ -1344,7 +1552,12 @@ impl Checker<'_> {
             }
             reported.extend(cycle.iter().copied());
             // Start at the step that comes first in the file.
-            if let Some(min_pos) = cycle.iter().enumerate().min_by_key(|(_, s)| **s).map(|(p, _)| p) {
+            if let Some(min_pos) = cycle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| **s)
+                .map(|(p, _)| p)
+            {
                 cycle.rotate_left(min_pos);
             }
             let first = cycle[0];
@@ -1365,6 +1578,9 @@ impl Checker<'_> {
         }
     }
 }
+
+/// A step's dependencies: (index into the file's step ids, where it is written).
+type Deps = Vec<(usize, SourceSpan)>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {

@@ -12,7 +12,6 @@ pub fn json_schema() -> Value {
     let expr = r"^\$\{\{.*\}\}$";
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
-        "$id": "https://lifeboat-dr.github.io/schemas/workflow.schema.json",
         "title": "lifeboat workflow",
         "description": "A lifeboat recovery workflow: plugins, and the steps that run them. See docs/workflow-format.md.",
         "type": "object",
@@ -79,7 +78,7 @@ pub fn json_schema() -> Value {
             "duration": {
                 "description": "A duration: a number and a unit, e.g. `500ms`, `30s`, `5m`, `1h 30m`.",
                 "type": "string",
-                "pattern": r"^\s*[0-9]+\s*[a-zµ]+(\s*[0-9]+\s*[a-zµ]+)*\s*$"
+                "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zµ]+)*\s*$"
             },
             "memory": {
                 "description": "A memory size: a whole number and a unit (B, KiB, MiB, GiB), e.g. `64MiB`.",
@@ -127,113 +126,163 @@ pub fn json_schema() -> Value {
 
 fn plugin() -> Value {
     json!({
-                "type": "object",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["source"],
+        "properties": {
+            "source": {
+                "description": "`builtin:NAME` for a bundled plugin, or the path of a `.wasm` component relative to the workflow file.",
+                "type": "string",
+                "pattern": r"^(builtin:[A-Za-z0-9_-]+|.*\.wasm)$"
+            },
+            "grants": {
+                "description": "What the plugin may use; nothing is granted by default.",
+                "type": ["object", "null"],
                 "additionalProperties": false,
-                "required": ["source"],
                 "properties": {
-                    "source": {
-                        "description": "`builtin:NAME` for a bundled plugin, or the path of a `.wasm` component relative to the workflow file.",
-                        "type": "string",
-                        "pattern": r"^(builtin:[A-Za-z0-9_-]+|.*\.wasm)$"
-                    },
-                    "grants": {
-                        "description": "What the plugin may use; nothing is granted by default.",
-                        "type": ["object", "null"],
-                        "additionalProperties": false,
-                        "properties": {
-                            "http": {
-                                "description": "Hosts the plugin may call: `host`, `host:port`, `*.domain`, `*.domain:port`.",
-                                "type": "array",
-                                "items": {
-                                    "type": "string",
-                                    "pattern": r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
-                                }
-                            },
-                            "secrets": {
-                                "description": "Declared secrets the plugin's steps may receive.",
-                                "type": "array",
-                                "items": { "$ref": "#/definitions/identifier" }
-                            }
+                    "http": {
+                        "description": "Hosts the plugin may call: `host`, `host:port`, `*.domain`, `*.domain:port`.",
+                        "type": "array",
+                        "items": {
+                            "type": "string",
+                            "pattern": r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
                         }
                     },
-                    "limits": {
-                        "description": "Resource limits of the plugin's sandbox.",
-                        "type": ["object", "null"],
-                        "additionalProperties": false,
-                        "properties": {
-                            "memory": { "$ref": "#/definitions/memory" },
-                            "timeout": {
-                                "description": "Default deadline of one plugin call.",
-                                "$ref": "#/definitions/duration"
-                            }
-                        }
+                    "secrets": {
+                        "description": "Declared secrets the plugin's steps may receive.",
+                        "type": "array",
+                        "items": { "$ref": "#/definitions/identifier" }
                     }
                 }
-            })
+            },
+            "limits": {
+                "description": "Resource limits of the plugin's sandbox.",
+                "type": ["object", "null"],
+                "additionalProperties": false,
+                "properties": {
+                    "memory": { "$ref": "#/definitions/memory" },
+                    "timeout": {
+                        "description": "Default deadline of one plugin call.",
+                        "$ref": "#/definitions/duration"
+                    }
+                }
+            }
+        }
+    })
 }
 
 fn step() -> Value {
     json!({
-                "type": "object",
-                "additionalProperties": false,
-                "required": ["id", "uses"],
-                "properties": {
-                    "id": {
-                        "description": "Unique id of the step; other steps read its outputs as `${{ steps.ID.outputs.NAME }}`.",
-                        "$ref": "#/definitions/stepId"
-                    },
-                    "uses": {
-                        "description": "`ALIAS/STEP`: a plugin alias declared under `plugins:` and one of its steps.",
-                        "type": "string",
-                        "pattern": "^[a-z][a-z0-9_-]*/[^/\\s]+$"
-                    },
-                    "with": {
-                        "description": "Inputs of the plugin step.",
-                        "type": ["object", "null"],
-                        "additionalProperties": { "$ref": "#/definitions/template" }
-                    },
-                    "needs": {
-                        "description": "Steps that must finish first (references to `steps.ID` add dependencies by themselves).",
-                        "oneOf": [
-                            { "$ref": "#/definitions/stepId" },
-                            { "type": "array", "items": { "$ref": "#/definitions/stepId" } }
-                        ]
-                    },
-                    "if": {
-                        "description": "Run the step (or, with `for_each`, the item) only when this is true.",
-                        "oneOf": [
-                            { "type": "boolean" },
-                            { "$ref": "#/definitions/expression" }
-                        ]
-                    },
-                    "for_each": {
-                        "description": "Run the step once per item of a list; `item` and `index` are bound.",
-                        "oneOf": [
-                            { "type": "array" },
-                            { "$ref": "#/definitions/expression" }
-                        ]
-                    },
-                    "timeout": {
-                        "description": "Deadline of each plugin call of this step (overrides the plugin's limit).",
-                        "$ref": "#/definitions/duration"
-                    },
-                    "retry": {
-                        "description": "Retry policy: a number of attempts, or attempts and backoff.",
-                        "oneOf": [
-                            { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
-                            {
-                                "type": "object",
-                                "additionalProperties": false,
-                                "properties": {
-                                    "attempts": { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
-                                    "backoff": {
-                                        "description": format!("Wait before the first retry (default {}s); doubles for each further attempt.", DEFAULT_BACKOFF.as_secs()),
-                                        "$ref": "#/definitions/duration"
-                                    }
-                                }
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["id", "uses"],
+        "properties": {
+            "id": {
+                "description": "Unique id of the step; other steps read its outputs as `${{ steps.ID.outputs.NAME }}`.",
+                "$ref": "#/definitions/stepId"
+            },
+            "uses": {
+                "description": "`ALIAS/STEP`: a plugin alias declared under `plugins:` and one of its steps.",
+                "type": "string",
+                "pattern": "^[a-z][a-z0-9_-]*/[^/\\s]+$"
+            },
+            "with": {
+                "description": "Inputs of the plugin step.",
+                "type": ["object", "null"],
+                "additionalProperties": { "$ref": "#/definitions/template" }
+            },
+            "needs": {
+                "description": "Steps that must finish first (references to `steps.ID` add dependencies by themselves).",
+                "oneOf": [
+                    { "$ref": "#/definitions/stepId" },
+                    { "type": "array", "items": { "$ref": "#/definitions/stepId" } }
+                ]
+            },
+            "if": {
+                "description": "Run the step (or, with `for_each`, the item) only when this is true.",
+                "oneOf": [
+                    { "type": "boolean" },
+                    { "$ref": "#/definitions/expression" }
+                ]
+            },
+            "for_each": {
+                "description": "Run the step once per item of a list; `item` and `index` are bound.",
+                "oneOf": [
+                    { "type": "array" },
+                    { "$ref": "#/definitions/expression" }
+                ]
+            },
+            "timeout": {
+                "description": "Deadline of each plugin call of this step (overrides the plugin's limit).",
+                "$ref": "#/definitions/duration"
+            },
+            "retry": {
+                "description": "Retry policy: a number of attempts, or attempts and backoff.",
+                "oneOf": [
+                    { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "attempts": { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
+                            "backoff": {
+                                "description": format!("Wait before the first retry (default {}s); doubles for each further attempt.", DEFAULT_BACKOFF.as_secs()),
+                                "$ref": "#/definitions/duration"
                             }
-                        ]
+                        }
                     }
-                }
-            })
+                ]
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::parse::{
+        GRANT_FIELDS, INPUT_FIELDS, LIMIT_FIELDS, PLUGIN_FIELDS, RETRY_FIELDS, SECRET_FIELDS,
+        STEP_FIELDS, TOP_FIELDS, TYPE_NAMES,
+    };
+
+    fn keys(v: &Value) -> Vec<String> {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The schema and the checker accept exactly the same field names.
+    #[test]
+    fn fields_match_the_checker() {
+        let s = json_schema();
+        let d = &s["definitions"];
+        let cases: [(&[&str], &Value); 8] = [
+            (TOP_FIELDS, &s["properties"]),
+            (INPUT_FIELDS, &d["input"]["properties"]),
+            (SECRET_FIELDS, &d["secret"]["properties"]),
+            (PLUGIN_FIELDS, &d["plugin"]["properties"]),
+            (
+                GRANT_FIELDS,
+                &d["plugin"]["properties"]["grants"]["properties"],
+            ),
+            (
+                LIMIT_FIELDS,
+                &d["plugin"]["properties"]["limits"]["properties"],
+            ),
+            (STEP_FIELDS, &d["step"]["properties"]),
+            (
+                RETRY_FIELDS,
+                &d["step"]["properties"]["retry"]["oneOf"][1]["properties"],
+            ),
+        ];
+        for (fields, props) in cases {
+            assert_eq!(keys(props), fields.to_vec(), "{props}");
+        }
+        let types: Vec<&str> = d["input"]["properties"]["type"]["enum"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(types, TYPE_NAMES);
+    }
 }

@@ -29,7 +29,10 @@ pub(crate) fn distance(a: &str, b: &str) -> usize {
 }
 
 /// The candidate closest to `word`, if it is close enough to be a likely typo.
-pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     let lower = word.to_lowercase();
     candidates
@@ -55,7 +58,7 @@ pub(crate) fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// A help line: "did you mean `x`? " + "valid X: a, b".
-pub(crate) fn help<'a>(word: &str, what: &str, candidates: &[&'a str]) -> String {
+pub(crate) fn help(word: &str, what: &str, candidates: &[&str]) -> String {
     let mut out = String::new();
     if let Some(c) = closest(word, candidates.iter().copied()) {
         out.push_str(&format!("did you mean `{c}`? "));
@@ -65,6 +68,7 @@ pub(crate) fn help<'a>(word: &str, what: &str, candidates: &[&'a str]) -> String
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -75,7 +79,10 @@ mod tests {
         assert_eq!(distance("usez", "uses"), 1);
         assert_eq!(distance("dmeo", "demo"), 1);
         assert_eq!(distance("demo", "demo"), 0);
-        assert_eq!(closest("inventroy", ["inventory", "failover"]), Some("inventory"));
+        assert_eq!(
+            closest("inventroy", ["inventory", "failover"]),
+            Some("inventory")
+        );
         assert_eq!(closest("zzz", ["inventory", "failover"]), None);
     }
 }

@@ -100,7 +100,11 @@ impl Template {
         })
     }
 
-    fn eval_inner(&self, scope: &dyn Scope, unknown: &mut Option<String>) -> Result<Value, EvalError> {
+    fn eval_inner(
+        &self,
+        scope: &dyn Scope,
+        unknown: &mut Option<String>,
+    ) -> Result<Value, EvalError> {
         let take = |v: Val, unknown: &mut Option<String>| match v {
             Val::Known(v) => v,
             Val::Unknown(u) => {
@@ -186,7 +190,11 @@ pub(crate) fn from_node(text: &str, node: &Node) -> Result<Template, Vec<SyntaxE
                     Err(e) => errs.extend(e),
                 }
             }
-            if errs.is_empty() { Ok(Template::List(out)) } else { Err(errs) }
+            if errs.is_empty() {
+                Ok(Template::List(out))
+            } else {
+                Err(errs)
+            }
         }
         Y::Map(entries) => {
             let mut errs = Vec::new();
@@ -199,7 +207,11 @@ pub(crate) fn from_node(text: &str, node: &Node) -> Result<Template, Vec<SyntaxE
                     Err(e) => errs.extend(e),
                 }
             }
-            if errs.is_empty() { Ok(Template::Object(out)) } else { Err(errs) }
+            if errs.is_empty() {
+                Ok(Template::Object(out))
+            } else {
+                Err(errs)
+            }
         }
         _ => Ok(Template::Literal(node.to_json())),
     }

@@ -20,14 +20,16 @@ pub(crate) fn is_step_id(s: &str) -> bool {
 /// `[A-Za-z_][A-Za-z0-9_-]*`: names usable in expressions (inputs, vars, secrets).
 pub(crate) fn is_ident(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == '-')
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: environment variable names.
 pub(crate) fn is_env_name(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
@@ -74,7 +76,9 @@ pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
         }
         _ => return Err(format!("unknown unit `{unit}`")),
     };
-    let n: u64 = num.parse().map_err(|_| "the number is too large".to_owned())?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "the number is too large".to_owned())?;
     let bytes = n
         .checked_mul(mult)
         .ok_or_else(|| "the size is too large".to_owned())?;
@@ -141,10 +145,7 @@ pub(crate) fn parse_http_grant(s: &str) -> Result<String, String> {
             if label.len() > 63 {
                 return Err(format!("label `{label}` is longer than 63 characters"));
             }
-            if !label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-            {
+            if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 return Err(format!(
                     "`{label}` is not a valid host name label (letters, digits and `-`)"
                 ));
@@ -158,6 +159,7 @@ pub(crate) fn parse_http_grant(s: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -214,7 +216,10 @@ mod tests {
         ] {
             assert!(parse_http_grant(ok).is_ok(), "{ok}");
         }
-        assert_eq!(parse_http_grant("API.Example.com").as_deref(), Ok("api.example.com"));
+        assert_eq!(
+            parse_http_grant("API.Example.com").as_deref(),
+            Ok("api.example.com")
+        );
         for bad in [
             "https://example.com",
             "example.com/path",

@@ -160,7 +160,11 @@ pub fn validate(doc: Document, catalog: &dyn Catalog) -> Result<Workflow, Diagno
             let d = sink.error(
                 "bad-condition",
                 span,
-                format!("`if` of {label} gives {} {}, not a boolean", article(t.as_str()), t.as_str()),
+                format!(
+                    "`if` of {label} gives {} {}, not a boolean",
+                    article(t.as_str()),
+                    t.as_str()
+                ),
                 "not a boolean",
             );
             let from_for_each = c.refs().iter().any(|r| {
@@ -184,7 +188,11 @@ pub fn validate(doc: Document, catalog: &dyn Catalog) -> Result<Workflow, Diagno
             let d = sink.error(
                 "bad-for-each",
                 span,
-                format!("`for_each` of {label} gives {} {}, not a list", article(t.as_str()), t.as_str()),
+                format!(
+                    "`for_each` of {label} gives {} {}, not a list",
+                    article(t.as_str()),
+                    t.as_str()
+                ),
                 "not a list",
             );
             d.set_help("`for_each` needs a list; use an output or input of type list");
@@ -196,11 +204,8 @@ pub fn validate(doc: Document, catalog: &dyn Catalog) -> Result<Workflow, Diagno
         let uses = format!("{alias}/{}", si.name);
         let names: Vec<&str> = si.inputs.iter().map(|f| f.name.as_str()).collect();
         for (key, t) in &step.with {
-            let (key_span, value_span) = syn
-                .with
-                .get(key)
-                .copied()
-                .unwrap_or((step.span, step.span));
+            let (key_span, value_span) =
+                syn.with.get(key).copied().unwrap_or((step.span, step.span));
             let Some(field) = si.input(key) else {
                 let d = sink.error(
                     "unknown-step-input",
@@ -244,7 +249,10 @@ pub fn validate(doc: Document, catalog: &dyn Catalog) -> Result<Workflow, Diagno
                 let d = sink.error(
                     "missing-step-input",
                     syn.uses,
-                    format!("{label} does not give the required input `{}` of {uses}", field.name),
+                    format!(
+                        "{label} does not give the required input `{}` of {uses}",
+                        field.name
+                    ),
                     format!("{uses} needs `{}`", field.name),
                 );
                 let mut help = format!(

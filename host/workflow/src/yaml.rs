@@ -79,7 +79,7 @@ impl Node {
     /// when it fits on one line, else its first token (or first key).
     pub(crate) fn label_span(&self, text: &str) -> SourceSpan {
         let (a, b) = (self.full.offset(), self.full.offset() + self.full.len());
-        if text.get(a..b).is_some_and(|s| !s.contains('\n')) && self.full.len() > 0 {
+        if text.get(a..b).is_some_and(|s| !s.contains('\n')) && !self.full.is_empty() {
             return self.full;
         }
         self.head()

@@ -1,4 +1,5 @@
 //! Expression and template evaluation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 
@@ -23,7 +24,10 @@ impl TestScope {
             ("inputs.empty", json!(null)),
             ("vars.prefix", json!("dr-test")),
             ("secrets.token", json!("s3cret")),
-            ("steps.discover.outputs.vms", json!([{"name": "web-1", "cpus": 2}, {"name": "db-1", "cpus": 4}])),
+            (
+                "steps.discover.outputs.vms",
+                json!([{"name": "web-1", "cpus": 2}, {"name": "db-1", "cpus": 4}]),
+            ),
             ("item", json!({"name": "web-1", "tags": ["x"]})),
             ("index", json!(0)),
         ] {
@@ -58,7 +62,9 @@ fn known(text: &str) -> Value {
 }
 
 fn template(text: &str) -> Result<Val, WorkflowError> {
-    Template::parse_str(text).expect("parses").eval(&TestScope::new())
+    Template::parse_str(text)
+        .expect("parses")
+        .eval(&TestScope::new())
 }
 
 #[test]
@@ -86,16 +92,25 @@ fn references_and_paths() {
     assert_eq!(known("steps.discover.outputs.vms[1].name"), json!("db-1"));
     assert_eq!(known("steps.discover.outputs.vms[-1].cpus"), json!(4));
     assert_eq!(known("inputs.list[index]"), json!("a"));
-    let e = Expr::parse("steps.discover.outputs.vms[item.tags[0] == 'x' && index == 0] ").expect("parses");
+    let e = Expr::parse("steps.discover.outputs.vms[item.tags[0] == 'x' && index == 0] ")
+        .expect("parses");
     assert_eq!(
         e.references(),
         vec![
-            vec!["steps".to_owned(), "discover".into(), "outputs".into(), "vms".into()],
+            vec![
+                "steps".to_owned(),
+                "discover".into(),
+                "outputs".into(),
+                "vms".into()
+            ],
             vec!["item".to_owned()],
             vec!["index".to_owned()],
         ]
     );
-    assert_eq!(e.text(), "steps.discover.outputs.vms[item.tags[0] == 'x' && index == 0]");
+    assert_eq!(
+        e.text(),
+        "steps.discover.outputs.vms[item.tags[0] == 'x' && index == 0]"
+    );
 }
 
 #[test]
@@ -116,7 +131,10 @@ fn operators() {
     // && binds tighter than ||
     assert_eq!(known("true || false && false"), json!(true));
     assert_eq!(known("(true || false) && false"), json!(false));
-    assert_eq!(known("!(inputs.kind == 'prod') && inputs.count != 0"), json!(true));
+    assert_eq!(
+        known("!(inputs.kind == 'prod') && inputs.count != 0"),
+        json!(true)
+    );
 }
 
 #[test]
@@ -128,7 +146,10 @@ fn unknown_propagates() {
     assert_eq!(eval("!steps.create.outputs.vm_id").expect("ok"), u);
     assert_eq!(eval("steps.create.outputs.vm_id.name").expect("ok"), u);
     assert_eq!(eval("steps.create.outputs.vm_id[0]").expect("ok"), u);
-    assert_eq!(eval("inputs.list[steps.create.outputs.vm_id]").expect("ok"), u);
+    assert_eq!(
+        eval("inputs.list[steps.create.outputs.vm_id]").expect("ok"),
+        u
+    );
     assert_eq!(eval("true && steps.create.outputs.vm_id").expect("ok"), u);
     assert_eq!(eval("steps.create.outputs.vm_id || false").expect("ok"), u);
     // the first unknown is carried
@@ -137,26 +158,51 @@ fn unknown_propagates() {
         Val::Unknown("steps.create.outputs.a".into())
     );
     // short circuit: the right side is not needed
-    assert_eq!(eval("false && steps.create.outputs.ok").expect("ok"), Val::Known(json!(false)));
-    assert_eq!(eval("true || steps.create.outputs.ok").expect("ok"), Val::Known(json!(true)));
+    assert_eq!(
+        eval("false && steps.create.outputs.ok").expect("ok"),
+        Val::Known(json!(false))
+    );
+    assert_eq!(
+        eval("true || steps.create.outputs.ok").expect("ok"),
+        Val::Known(json!(true))
+    );
 }
 
 #[test]
 fn evaluation_errors() {
     assert_eq!(
         eval("inputs.missing"),
-        Err(WorkflowError::Undefined { reference: "inputs.missing".into() })
+        Err(WorkflowError::Undefined {
+            reference: "inputs.missing".into()
+        })
     );
     assert_eq!(
         eval("steps.other.outputs.x == 1"),
-        Err(WorkflowError::Undefined { reference: "steps.other.outputs.x".into() })
+        Err(WorkflowError::Undefined {
+            reference: "steps.other.outputs.x".into()
+        })
     );
     let e = eval("!inputs.kind").expect_err("not boolean");
-    assert!(matches!(&e, WorkflowError::NotBoolean { op: "!", .. }), "{e:?}");
-    assert_eq!(e.to_string(), "`!` needs a boolean, but `inputs.kind` is a string (\"test\")");
-    assert!(matches!(eval("inputs.count && true"), Err(WorkflowError::NotBoolean { op: "&&", .. })));
-    assert!(matches!(eval("true && inputs.count"), Err(WorkflowError::NotBoolean { op: "&&", .. })));
-    assert!(matches!(eval("false || 'x'"), Err(WorkflowError::NotBoolean { op: "||", .. })));
+    assert!(
+        matches!(&e, WorkflowError::NotBoolean { op: "!", .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "`!` needs a boolean, but `inputs.kind` is a string (\"test\")"
+    );
+    assert!(matches!(
+        eval("inputs.count && true"),
+        Err(WorkflowError::NotBoolean { op: "&&", .. })
+    ));
+    assert!(matches!(
+        eval("true && inputs.count"),
+        Err(WorkflowError::NotBoolean { op: "&&", .. })
+    ));
+    assert!(matches!(
+        eval("false || 'x'"),
+        Err(WorkflowError::NotBoolean { op: "||", .. })
+    ));
     // an unknown left side does not hide a type error on the right
     assert!(matches!(
         eval("steps.create.outputs.ok && 'x'"),
@@ -164,17 +210,39 @@ fn evaluation_errors() {
     ));
     assert_eq!(
         eval("item.nmae"),
-        Err(WorkflowError::NoField { target: "item".into(), field: "nmae".into() })
+        Err(WorkflowError::NoField {
+            target: "item".into(),
+            field: "nmae".into()
+        })
     );
-    assert!(matches!(eval("inputs.kind.x"), Err(WorkflowError::NotAnObject { .. })));
+    assert!(matches!(
+        eval("inputs.kind.x"),
+        Err(WorkflowError::NotAnObject { .. })
+    ));
     assert_eq!(
         eval("inputs.list[3]"),
-        Err(WorkflowError::IndexOutOfRange { target: "inputs.list".into(), index: 3, len: 3 })
+        Err(WorkflowError::IndexOutOfRange {
+            target: "inputs.list".into(),
+            index: 3,
+            len: 3
+        })
     );
-    assert!(matches!(eval("inputs.list[-4]"), Err(WorkflowError::IndexOutOfRange { .. })));
-    assert!(matches!(eval("inputs.list['a']"), Err(WorkflowError::BadIndex { .. })));
-    assert!(matches!(eval("inputs.kind[0]"), Err(WorkflowError::BadIndex { .. })));
-    assert!(matches!(eval("inputs.list[1.5]"), Err(WorkflowError::BadIndex { .. })));
+    assert!(matches!(
+        eval("inputs.list[-4]"),
+        Err(WorkflowError::IndexOutOfRange { .. })
+    ));
+    assert!(matches!(
+        eval("inputs.list['a']"),
+        Err(WorkflowError::BadIndex { .. })
+    ));
+    assert!(matches!(
+        eval("inputs.kind[0]"),
+        Err(WorkflowError::BadIndex { .. })
+    ));
+    assert!(matches!(
+        eval("inputs.list[1.5]"),
+        Err(WorkflowError::BadIndex { .. })
+    ));
 }
 
 #[test]
@@ -213,35 +281,59 @@ fn syntax_errors() {
 #[test]
 fn templates() {
     // exactly one expression keeps its type
-    assert_eq!(template("${{ inputs.count }}").expect("ok"), Val::Known(json!(3)));
-    assert_eq!(template("${{inputs.list}}").expect("ok"), Val::Known(json!(["a", 1, true])));
+    assert_eq!(
+        template("${{ inputs.count }}").expect("ok"),
+        Val::Known(json!(3))
+    );
+    assert_eq!(
+        template("${{inputs.list}}").expect("ok"),
+        Val::Known(json!(["a", 1, true]))
+    );
     // otherwise: interpolation, non-strings as compact JSON
     assert_eq!(
         template("n=${{ inputs.count }} k=${{ inputs.kind }} l=${{ inputs.list }} o=${{ inputs.obj }} b=${{ true }} z=${{ null }} f=${{ 2.5 }}")
             .expect("ok"),
         Val::Known(json!(r#"n=3 k=test l=["a",1,true] o={"b":1,"a":[null]} b=true z=null f=2.5"#))
     );
-    assert_eq!(template(" ${{ inputs.count }}").expect("ok"), Val::Known(json!(" 3")));
+    assert_eq!(
+        template(" ${{ inputs.count }}").expect("ok"),
+        Val::Known(json!(" 3"))
+    );
     assert_eq!(template("plain").expect("ok"), Val::Known(json!("plain")));
-    assert_eq!(template("a $${{ b }} c").expect("ok"), Val::Known(json!("a ${{ b }} c")));
+    assert_eq!(
+        template("a $${{ b }} c").expect("ok"),
+        Val::Known(json!("a ${{ b }} c"))
+    );
     // `}}` inside a string literal does not end the expression
-    assert_eq!(template("${{ 'a}}b' }}").expect("ok"), Val::Known(json!("a}}b")));
+    assert_eq!(
+        template("${{ 'a}}b' }}").expect("ok"),
+        Val::Known(json!("a}}b"))
+    );
     assert_eq!(
         template("id-${{ steps.create.outputs.vm_id }}").expect("ok"),
         Val::Unknown("steps.create.outputs.vm_id".into())
     );
-    assert!(matches!(template("x ${{ inputs.nope }}"), Err(WorkflowError::Undefined { .. })));
+    assert!(matches!(
+        template("x ${{ inputs.nope }}"),
+        Err(WorkflowError::Undefined { .. })
+    ));
 }
 
 #[test]
 fn structured_templates() {
     let e = |s: &str| Template::Expr(Expr::parse(s).expect("parses"));
     let list = Template::List(vec![Template::Literal(json!(1)), e("inputs.kind")]);
-    assert_eq!(list.eval(&TestScope::new()).expect("ok"), Val::Known(json!([1, "test"])));
+    assert_eq!(
+        list.eval(&TestScope::new()).expect("ok"),
+        Val::Known(json!([1, "test"]))
+    );
     let obj = Template::Object(
-        [("a".to_owned(), list.clone()), ("b".to_owned(), e("steps.create.outputs.x"))]
-            .into_iter()
-            .collect(),
+        [
+            ("a".to_owned(), list.clone()),
+            ("b".to_owned(), e("steps.create.outputs.x")),
+        ]
+        .into_iter()
+        .collect(),
     );
     // an unknown anywhere makes the whole value unknown
     assert_eq!(
@@ -252,22 +344,34 @@ fn structured_templates() {
         obj.references(),
         vec![
             vec!["inputs".to_owned(), "kind".into()],
-            vec!["steps".to_owned(), "create".into(), "outputs".into(), "x".into()],
+            vec![
+                "steps".to_owned(),
+                "create".into(),
+                "outputs".into(),
+                "x".into()
+            ],
         ]
     );
     // errors win over unknowns
     let bad = Template::List(vec![e("steps.create.outputs.x"), e("inputs.nope")]);
-    assert!(matches!(bad.eval(&TestScope::new()), Err(WorkflowError::Undefined { .. })));
+    assert!(matches!(
+        bad.eval(&TestScope::new()),
+        Err(WorkflowError::Undefined { .. })
+    ));
     // the source form round-trips expressions and escapes
     let t = Template::parse_str("a $${{ x }} ${{ inputs.kind }}").expect("parses");
     assert_eq!(t.to_source(), json!("a $${{ x }} ${{ inputs.kind }}"));
-    assert_eq!(serde_json::to_value(&obj).expect("json"), json!({"a": [1, "${{ inputs.kind }}"], "b": "${{ steps.create.outputs.x }}"}));
+    assert_eq!(
+        serde_json::to_value(&obj).expect("json"),
+        json!({"a": [1, "${{ inputs.kind }}"], "b": "${{ steps.create.outputs.x }}"})
+    );
 }
 
 #[test]
 fn templates_from_a_workflow_keep_structure() {
     let text = "name: t\nvars:\n  lit: [1, {a: b}]\n  mixed: [1, \"${{ inputs.n }}\", {k: \"x-${{ inputs.n }}\"}]\ninputs:\n  n: { type: integer, default: 1 }\nsteps:\n  - { id: s, uses: demo/verify, with: { vm_id: x } }\nplugins:\n  demo: { source: builtin:demo }\n";
-    let doc = lifeboat_workflow::parse(lifeboat_workflow::SourceFile::new("t.yaml", text)).expect("parses");
+    let doc = lifeboat_workflow::parse(lifeboat_workflow::SourceFile::new("t.yaml", text))
+        .expect("parses");
     let vars = &doc.workflow().vars;
     assert_eq!(vars["lit"], Template::Literal(json!([1, {"a": "b"}])));
     let Template::List(items) = &vars["mixed"] else {
@@ -277,7 +381,9 @@ fn templates_from_a_workflow_keep_structure() {
     assert!(matches!(items[1], Template::Expr(_)));
     assert!(matches!(&items[2], Template::Object(m) if matches!(m["k"], Template::Interpolate(_))));
     // expression spans point into the file
-    let Template::Expr(e) = &items[1] else { panic!() };
+    let Template::Expr(e) = &items[1] else {
+        panic!()
+    };
     let span = e.span();
     assert_eq!(&text[span.offset()..span.offset() + span.len()], "inputs.n");
 }

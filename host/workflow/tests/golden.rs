@@ -1,5 +1,6 @@
 //! Golden diagnostics: every `fixtures/invalid/NAME.yaml` must fail, and its
 //! rendered report must equal `NAME.err` (rewrite with `LIFEBOAT_BLESS=1`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -15,7 +16,11 @@ fn display_name(path: &Path) -> String {
 #[test]
 fn invalid_fixtures_render_as_pinned() {
     let files = common::fixtures("invalid");
-    assert!(files.len() >= 18, "expected at least 18 invalid fixtures, found {}", files.len());
+    assert!(
+        files.len() >= 18,
+        "expected at least 18 invalid fixtures, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).expect("read fixture");

@@ -1,4 +1,5 @@
 //! Valid workflows: parse, validate, dependency order, inputs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -36,7 +37,10 @@ fn quickstart_model() {
     assert!(!kind.required);
     assert!(wf.inputs["site"].required);
     assert_eq!(wf.inputs["count"].ty, FieldType::Integer);
-    assert_eq!(wf.inputs.keys().collect::<Vec<_>>(), ["kind", "site", "count"]);
+    assert_eq!(
+        wf.inputs.keys().collect::<Vec<_>>(),
+        ["kind", "site", "count"]
+    );
 
     assert!(matches!(wf.vars["prefix"], Template::Interpolate(_)));
     assert_eq!(wf.secrets["api_token"].env, "DEMO_API_TOKEN");
@@ -47,12 +51,18 @@ fn quickstart_model() {
     assert_eq!(demo.grants.http, ["127.0.0.1:8080", "*.example.com"]);
     assert_eq!(demo.grants.secrets, ["api_token"]);
     assert_eq!(demo.limits.memory, Some(64 * 1024 * 1024));
-    assert_eq!(demo.limits.timeout, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(
+        demo.limits.timeout,
+        Some(std::time::Duration::from_secs(30))
+    );
 
     let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["discover", "failover", "verify"]);
     let discover = &wf.steps[0];
-    assert_eq!((discover.plugin.as_str(), discover.step.as_str()), ("demo", "inventory"));
+    assert_eq!(
+        (discover.plugin.as_str(), discover.step.as_str()),
+        ("demo", "inventory")
+    );
     assert_eq!(discover.retry.attempts, 3);
     assert_eq!(discover.retry.backoff, std::time::Duration::from_secs(2));
     assert!(discover.needs.is_empty());
@@ -90,7 +100,10 @@ fn digest_is_blake3_of_the_text() {
     let wf = quickstart();
     let d = wf.digest();
     assert_eq!(d.len(), 64);
-    assert_eq!(d, blake3::hash(wf.source.text.as_bytes()).to_hex().to_string());
+    assert_eq!(
+        d,
+        blake3::hash(wf.source.text.as_bytes()).to_hex().to_string()
+    );
     let other = common::load("x.yaml", &format!("{}\n# changed\n", wf.source.text)).expect("valid");
     assert_ne!(other.digest(), d);
 }
@@ -107,15 +120,22 @@ fn plugin_sources_in_file_order_with_spans() {
     // paths are kept as written, not resolved
     assert_eq!(sources[0].1, PluginSource::Path("./plugins/b.wasm".into()));
     let span = sources[0].2;
-    assert_eq!(&text[span.offset()..span.offset() + span.len()], "./plugins/b.wasm");
+    assert_eq!(
+        &text[span.offset()..span.offset() + span.len()],
+        "./plugins/b.wasm"
+    );
     assert_eq!(sources[1].0, "a");
     assert_eq!(sources[1].1, PluginSource::Builtin("demo".into()));
     let span = sources[1].2;
-    assert_eq!(&text[span.offset()..span.offset() + span.len()], "builtin:demo");
+    assert_eq!(
+        &text[span.offset()..span.offset() + span.len()],
+        "builtin:demo"
+    );
 }
 
 fn wf_with_steps(steps: &str) -> lifeboat_workflow::Workflow {
-    let text = format!("name: order\nplugins:\n  demo: {{ source: builtin:demo }}\nsteps:\n{steps}");
+    let text =
+        format!("name: order\nplugins:\n  demo: {{ source: builtin:demo }}\nsteps:\n{steps}");
     common::load("order.yaml", &text).unwrap_or_else(|d| panic!("{}", d.render()))
 }
 
@@ -162,7 +182,10 @@ fn topo_order_of_a_hand_built_cycle_keeps_every_step() {
 }
 
 fn given(pairs: &[(&str, &str)]) -> IndexMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[test]
@@ -217,7 +240,9 @@ steps:
     // strings are taken verbatim
     assert_eq!(bound["code"], json!("007"));
     // an integer is also a number
-    let bound = wf.bind_inputs(&given(&[("site", "x"), ("ratio", "3")])).expect("binds");
+    let bound = wf
+        .bind_inputs(&given(&[("site", "x"), ("ratio", "3")]))
+        .expect("binds");
     assert_eq!(bound["ratio"], json!(3));
 }
 
@@ -227,10 +252,15 @@ fn bind_inputs_errors() {
     let wf = common::load("inputs.yaml", text).expect("valid");
 
     let e = wf.bind_inputs(&given(&[])).expect_err("missing");
-    assert!(matches!(&e, WorkflowError::MissingInput { name, .. } if name == "site"), "{e:?}");
+    assert!(
+        matches!(&e, WorkflowError::MissingInput { name, .. } if name == "site"),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("--input site=VALUE"), "{e}");
 
-    let e = wf.bind_inputs(&given(&[("site", "a"), ("cuont", "3")])).expect_err("unknown");
+    let e = wf
+        .bind_inputs(&given(&[("site", "a"), ("cuont", "3")]))
+        .expect_err("unknown");
     assert!(
         matches!(&e, WorkflowError::UnknownInput { name, suggestion: Some(s), .. } if name == "cuont" && s == "count"),
         "{e:?}"
@@ -238,7 +268,9 @@ fn bind_inputs_errors() {
     assert!(e.to_string().contains("did you mean `count`?"), "{e}");
     assert!(e.to_string().contains("`site`, `count`, `dry`"), "{e}");
 
-    let e = wf.bind_inputs(&given(&[("site", "a"), ("count", "many")])).expect_err("type");
+    let e = wf
+        .bind_inputs(&given(&[("site", "a"), ("count", "many")]))
+        .expect_err("type");
     assert_eq!(
         e,
         WorkflowError::InputType {
@@ -248,14 +280,23 @@ fn bind_inputs_errors() {
             found: "a string".into(),
         }
     );
-    assert_eq!(e.to_string(), "input `count` must be an integer, but `many` is a string");
+    assert_eq!(
+        e.to_string(),
+        "input `count` must be an integer, but `many` is a string"
+    );
 
-    let e = wf.bind_inputs(&given(&[("site", "a"), ("count", "1.5")])).expect_err("type");
+    let e = wf
+        .bind_inputs(&given(&[("site", "a"), ("count", "1.5")]))
+        .expect_err("type");
     assert!(matches!(e, WorkflowError::InputType { .. }));
     // YAML 1.1 booleans are not booleans
-    let e = wf.bind_inputs(&given(&[("site", "a"), ("dry", "yes")])).expect_err("type");
+    let e = wf
+        .bind_inputs(&given(&[("site", "a"), ("dry", "yes")]))
+        .expect_err("type");
     assert!(matches!(e, WorkflowError::InputType { .. }));
-    let e = wf.bind_inputs(&given(&[("site", "a"), ("dry", "")])).expect_err("empty");
+    let e = wf
+        .bind_inputs(&given(&[("site", "a"), ("dry", "")]))
+        .expect_err("empty");
     assert!(e.to_string().contains("is empty"), "{e}");
 }
 
@@ -285,7 +326,10 @@ fn diagnostics_are_miette_reports_with_related() {
     );
     assert_eq!(err.len(), 3);
     assert_eq!(err.related().map(Iterator::count), Some(2));
-    assert_eq!(err.code().map(|c| c.to_string()).as_deref(), Some("lifeboat::workflow::bad-name"));
+    assert_eq!(
+        err.code().map(|c| c.to_string()).as_deref(),
+        Some("lifeboat::workflow::bad-name")
+    );
     assert!(err.to_string().contains("(and 2 more problems)"));
     let first = &err.items()[0];
     assert_eq!(first.line_col(), (1, 7));
@@ -329,13 +373,32 @@ fn huge_files_are_refused() {
 
 #[test]
 fn deep_nesting_is_refused_without_crashing() {
-    let text = format!("name: deep\nvars:\n  v: {}{}\nsteps: []\n", "[".repeat(5000), "]".repeat(5000));
+    let text = format!(
+        "name: deep\nvars:\n  v: {}{}\nsteps: []\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     let err = lifeboat_workflow::parse(common::source("deep.yaml", &text)).expect_err("too deep");
     assert!(!err.is_empty());
-    let expr = format!("name: deep\nvars:\n  v: \"${{{{ {}true{} }}}}\"\nsteps: []\n", "(".repeat(500), ")".repeat(500));
+    let expr = format!(
+        "name: deep\nvars:\n  v: \"${{{{ {}true{} }}}}\"\nsteps: []\n",
+        "(".repeat(500),
+        ")".repeat(500)
+    );
     let err = lifeboat_workflow::parse(common::source("deep.yaml", &expr)).expect_err("too deep");
-    assert!(err.codes().contains(&"lifeboat::workflow::expr-syntax"), "{:?}", err.codes());
-    let nots = format!("name: deep\nvars:\n  v: \"${{{{ {}true }}}}\"\nsteps: []\n", "!".repeat(5000));
+    assert!(
+        err.codes().contains(&"lifeboat::workflow::expr-syntax"),
+        "{:?}",
+        err.codes()
+    );
+    let nots = format!(
+        "name: deep\nvars:\n  v: \"${{{{ {}true }}}}\"\nsteps: []\n",
+        "!".repeat(5000)
+    );
     let err = lifeboat_workflow::parse(common::source("deep.yaml", &nots)).expect_err("too deep");
-    assert!(err.codes().contains(&"lifeboat::workflow::expr-syntax"), "{:?}", err.codes());
+    assert!(
+        err.codes().contains(&"lifeboat::workflow::expr-syntax"),
+        "{:?}",
+        err.codes()
+    );
 }

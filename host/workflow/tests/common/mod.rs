@@ -45,7 +45,12 @@ pub fn demo() -> PluginInfo {
                 doc: "Fail one VM over".to_owned(),
                 inputs: vec![
                     field("vm", FieldType::String, true, "the VM to fail over"),
-                    field("kind", FieldType::String, false, "test | planned | unplanned"),
+                    field(
+                        "kind",
+                        FieldType::String,
+                        false,
+                        "test | planned | unplanned",
+                    ),
                 ],
                 outputs: vec![
                     field("vm_id", FieldType::String, false, "the new VM's id"),
@@ -82,9 +87,10 @@ impl FixtureCatalog {
                 let r = match source {
                     PluginSource::Builtin(n) if n == "demo" => Ok(demo()),
                     PluginSource::Builtin(n) => Err(format!("no bundled plugin is called `{n}`")),
-                    PluginSource::Path(p) => {
-                        Err(format!("cannot read {}: No such file or directory", p.display()))
-                    }
+                    PluginSource::Path(p) => Err(format!(
+                        "cannot read {}: No such file or directory",
+                        p.display()
+                    )),
                 };
                 (alias, r)
             })
@@ -115,7 +121,9 @@ pub fn load(name: &str, text: &str) -> Result<Workflow, Diagnostics> {
 }
 
 pub fn fixtures(kind: &str) -> Vec<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixture dir")
         .map(|e| e.expect("entry").path())
