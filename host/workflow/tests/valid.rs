@@ -402,3 +402,14 @@ fn deep_nesting_is_refused_without_crashing() {
         err.codes()
     );
 }
+
+#[test]
+fn the_documented_example_is_valid() {
+    let doc = include_str!("../../../docs/workflow-format.md");
+    let start = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = start + doc[start..].find("```").expect("closed");
+    let wf = common::load("docs-example.yaml", &doc[start..end])
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+    assert_eq!(wf.name, "quickstart");
+    assert_eq!(wf.steps[1].needs, ["discover"]);
+}
