@@ -666,6 +666,9 @@ fn lex(text: &str) -> Result<Vec<Lexed>, LexError> {
 // ---------------------------------------------------------------- parsing
 
 const MAX_DEPTH: usize = 48;
+/// Longest expression, in tokens; also bounds the depth of left-nested
+/// chains (`a && b && …`, `x.a.b…`) and so of evaluation.
+const MAX_TOKENS: usize = 400;
 
 /// Parse `text`, which starts at byte `base` of a string value whose file
 /// positions are given by `map`.
@@ -691,6 +694,17 @@ pub(crate) fn parse_in(text: &str, base: usize, map: &SpanMap) -> Result<Expr, S
         });
     }
     let toks = lex(text).map_err(|e| mk(e.message, e.label, e.help, e.start, e.end))?;
+    if toks.len() > MAX_TOKENS {
+        let t = &toks[MAX_TOKENS];
+        let (s, e) = (t.start, t.end);
+        return Err(mk(
+            format!("expression is too long (more than {MAX_TOKENS} tokens)"),
+            "the limit is reached here".to_owned(),
+            "split it into several vars or steps".to_owned(),
+            s,
+            e,
+        ));
+    }
     let mut p = Parser {
         toks,
         pos: 0,

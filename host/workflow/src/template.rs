@@ -244,6 +244,21 @@ pub(crate) fn parse_string(s: &str, map: &SpanMap) -> Result<Template, Vec<Synta
                     }
                     i = close + 2;
                 }
+                None if s[inner_start..].contains("}}") => {
+                    // The `}}` is inside an unclosed string literal: let the
+                    // expression parser say so.
+                    match parse_in(&s[inner_start..], inner_start, map) {
+                        Err(e) => errs.push(e),
+                        Ok(_) => errs.push(SyntaxError {
+                            message: "unterminated `${{`".to_owned(),
+                            label: "this `${{` is never closed".to_owned(),
+                            help: "close the expression with `}}`".to_owned(),
+                            span: map.span(open, open + 3),
+                            offset: open,
+                        }),
+                    }
+                    break;
+                }
                 None => {
                     errs.push(SyntaxError {
                         message: "unterminated `${{`".to_owned(),

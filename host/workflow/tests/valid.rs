@@ -391,6 +391,36 @@ fn deep_nesting_is_refused_without_crashing() {
         "{:?}",
         err.codes()
     );
+    for long in [
+        format!("true{}", " && true".repeat(2000)),
+        format!("item{}", ".a".repeat(5000)),
+        format!("item{}", "[0]".repeat(5000)),
+    ] {
+        let text = format!(
+            "name: deep\nplugins:\n  demo: {{ source: builtin:demo }}\nsteps:\n  - {{ id: s, uses: demo/verify, for_each: [1], with: {{ vm_id: \"${{{{ {long} }}}}\" }} }}\n"
+        );
+        let err =
+            lifeboat_workflow::parse(common::source("deep.yaml", &text)).expect_err("too long");
+        assert_eq!(err.codes(), ["lifeboat::workflow::expr-syntax"]);
+        assert!(
+            err.items()[0].message.contains("too long"),
+            "{}",
+            err.items()[0].message
+        );
+    }
+    // just under the limit still parses and evaluates
+    let e =
+        lifeboat_workflow::Expr::parse(&format!("true{}", " && true".repeat(190))).expect("parses");
+    struct Empty;
+    impl lifeboat_workflow::Scope for Empty {
+        fn lookup(&self, _: &str, _: &[String]) -> Option<lifeboat_workflow::Val> {
+            None
+        }
+    }
+    assert_eq!(
+        e.eval(&Empty).expect("evaluates"),
+        lifeboat_workflow::Val::Known(json!(true))
+    );
     let nots = format!(
         "name: deep\nvars:\n  v: \"${{{{ {}true }}}}\"\nsteps: []\n",
         "!".repeat(5000)
