@@ -209,6 +209,10 @@ impl Checker<'_> {
                 );
                 continue;
             };
+            // `x-…` keys at the top level are ignored: a place for anchors.
+            if allowed == TOP_FIELDS && name.starts_with("x-") {
+                continue;
+            }
             if !allowed.contains(&name) {
                 let d = self.sink.error(
                     "unknown-field",
@@ -604,6 +608,8 @@ impl Checker<'_> {
                 continue;
             }
             let Some(t) = self.template(v) else {
+                // Keep the name declared so uses of it are not reported too.
+                out.insert((*name).to_owned(), Template::Literal(Value::Null));
                 continue;
             };
             for r in t.refs() {
@@ -705,7 +711,11 @@ impl Checker<'_> {
                 continue;
             }
             let what = format!("secret `{name}`");
+            // A declaration with problems (reported) still declares the name,
+            // so that uses and grants of it are not reported as undefined too.
+            let broken = SecretDecl { env: String::new() };
             let Some(f) = self.fields(v, &what, SECRET_FIELDS, help) else {
+                out.insert(name.to_owned(), broken);
                 continue;
             };
             let Some(env_node) = self.required(
@@ -715,9 +725,11 @@ impl Checker<'_> {
                 &what,
                 "name the environment variable: `env: MY_TOKEN`",
             ) else {
+                out.insert(name.to_owned(), broken);
                 continue;
             };
             let Some(env) = self.string(env_node, &format!("`env` of {what}"), "") else {
+                out.insert(name.to_owned(), broken);
                 continue;
             };
             if !units::is_env_name(env) {
@@ -728,6 +740,7 @@ impl Checker<'_> {
                     "invalid name",
                 );
                 d.set_help("use letters, digits and `_`, not starting with a digit");
+                out.insert(name.to_owned(), broken);
                 continue;
             }
             out.insert(

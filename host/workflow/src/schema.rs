@@ -16,6 +16,11 @@ pub fn json_schema() -> Value {
         "description": "A lifeboat recovery workflow: plugins, and the steps that run them. See docs/workflow-format.md.",
         "type": "object",
         "additionalProperties": false,
+        "patternProperties": {
+            "^x-": {
+                "description": "Ignored: a place for YAML anchors shared by several steps."
+            }
+        },
         "required": ["name", "steps"],
         "properties": {
             "name": {

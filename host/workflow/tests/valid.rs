@@ -443,3 +443,49 @@ fn the_documented_example_is_valid() {
     assert_eq!(wf.name, "quickstart");
     assert_eq!(wf.steps[1].needs, ["discover"]);
 }
+
+#[test]
+fn less_common_forms() {
+    let text = include_str!("fixtures/valid/features.yaml");
+    let wf = common::load("features.yaml", text).unwrap_or_else(|d| panic!("{}", d.render()));
+    assert_eq!(
+        wf.description.as_deref(),
+        Some("A folded description over two lines.\n")
+    );
+    assert_eq!(wf.inputs["region"].ty, FieldType::String);
+    assert_eq!(wf.inputs["vms"].default, Some(json!(["web-1", "db-1"])));
+    assert_eq!(wf.vars["empty"], Template::Literal(json!(null)));
+    assert!(matches!(&wf.vars["nested"], Template::Object(_)));
+    let demo = &wf.plugins["demo"];
+    assert_eq!(
+        demo.grants.http,
+        ["[::1]:8080", "localhost", "vcenter.example.com:443"]
+    );
+    assert_eq!(demo.limits.memory, Some(512 * 1024));
+    assert_eq!(
+        demo.limits.timeout,
+        Some(std::time::Duration::from_secs(90))
+    );
+    assert_eq!(wf.plugins["local"].grants, Default::default());
+    // merge keys are expanded
+    assert_eq!(wf.steps[0].with["site"], Template::Literal(json!("dc1")));
+    assert_eq!(
+        wf.steps[0].condition.as_ref().and_then(|c| c.as_literal()),
+        Some(&json!(true))
+    );
+    // `needs: discover` (a single id)
+    assert_eq!(wf.steps[1].needs, ["discover"]);
+    assert!(matches!(&wf.steps[1].for_each, Some(Template::List(_))));
+    let Template::Interpolate(parts) = &wf.steps[1].with["kind"] else {
+        panic!("{:?}", wf.steps[1].with["kind"]);
+    };
+    assert_eq!(parts.len(), 3);
+    assert_eq!(wf.steps[2].needs, ["fail_over-2"]);
+    assert_eq!(
+        wf.topo_order()
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["discover", "fail_over-2", "verify"]
+    );
+}
