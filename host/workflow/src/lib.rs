@@ -25,6 +25,49 @@
 //! gives the JSON Schema for editors (checked in as
 //! `docs/workflow.schema.json`).
 
+//! ```
+//! use std::collections::HashMap;
+//! use indexmap::IndexMap;
+//! use lifeboat_workflow::{Field, FieldType, PluginInfo, Scope, SourceFile, StepInfo, Val};
+//!
+//! let text = "\
+//! name: hello
+//! inputs:
+//!   site: { required: true }
+//! plugins:
+//!   demo: { source: builtin:demo }
+//! steps:
+//!   - id: discover
+//!     uses: demo/inventory
+//!     with: { site: \"dc-${{ inputs.site }}\" }
+//! ";
+//! let doc = lifeboat_workflow::parse(SourceFile::new("hello.yaml", text)).unwrap();
+//!
+//! // The caller loads the plugins named by `doc.plugin_sources()`; here, a fixed contract.
+//! let field = |name: &str| Field {
+//!     name: name.into(), ty: FieldType::String, required: true, sensitive: false, doc: String::new(),
+//! };
+//! let demo = PluginInfo {
+//!     name: "demo".into(), version: "0.1.0".into(), doc: String::new(),
+//!     steps: vec![StepInfo {
+//!         name: "inventory".into(), doc: String::new(),
+//!         inputs: vec![field("site")], outputs: vec![],
+//!     }],
+//! };
+//! let catalog = HashMap::from([("demo".to_string(), demo)]);
+//! let wf = lifeboat_workflow::validate(doc, &catalog).unwrap_or_else(|d| panic!("{}", d.render()));
+//!
+//! let inputs = wf.bind_inputs(&IndexMap::from([("site".into(), "west".into())])).unwrap();
+//! struct Inputs(IndexMap<String, serde_json::Value>);
+//! impl Scope for Inputs {
+//!     fn lookup(&self, root: &str, path: &[String]) -> Option<Val> {
+//!         (root == "inputs").then(|| self.0.get(path.first()?).cloned().map(Val::Known))?
+//!     }
+//! }
+//! let site = wf.steps[0].with["site"].eval(&Inputs(inputs)).unwrap();
+//! assert_eq!(site, Val::Known(serde_json::json!("dc-west")));
+//! ```
+
 mod diag;
 mod error;
 mod expr;

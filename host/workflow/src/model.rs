@@ -20,7 +20,7 @@ use crate::template::Template;
 /// A validated workflow: every reference resolves, every step's plugin and
 /// inputs were checked against the plugin catalog, and the dependency graph
 /// has no cycle.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workflow {
     pub source: Arc<SourceFile>,
     pub name: String,

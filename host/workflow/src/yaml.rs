@@ -457,3 +457,70 @@ fn align(text: &str, span: SourceSpan, value: &str) -> Option<Vec<usize>> {
     offsets[value.len()] = after;
     Some(offsets)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn first_value(text: &str) -> Node {
+        let src = SourceFile::new("t.yaml", text);
+        let root = load(&src).expect("parses");
+        let Value::Map(entries) = root.value else {
+            panic!("not a map")
+        };
+        entries.into_iter().next().expect("an entry").1
+    }
+
+    /// The file text at the span that `value[start..end]` maps to.
+    fn mapped(text: &str, start: usize, end: usize) -> String {
+        let node = first_value(text);
+        let value = node.as_str().expect("a string").to_owned();
+        let span = SpanMap::new(text, node.span, &value).span(start, end);
+        text[span.offset()..span.offset() + span.len()].to_owned()
+    }
+
+    #[test]
+    fn spans_inside_strings() {
+        // plain, single- and double-quoted: exact positions
+        assert_eq!(mapped("k: ab ${{ x }}\n", 3, 11), "${{ x }}");
+        assert_eq!(mapped("k: 'it''s ${{ x }}'\n", 5, 13), "${{ x }}");
+        assert_eq!(mapped("k: \"a\\\"b ${{ x }}\"\n", 4, 12), "${{ x }}");
+        // non-ASCII before the expression
+        assert_eq!(mapped("k: \"é ${{ x }}\"\n", 3, 11), "${{ x }}");
+        // folded block scalars are followed across lines
+        assert_eq!(mapped("k: >-\n  a\n  ${{ x }}\n", 2, 10), "${{ x }}");
+    }
+
+    #[test]
+    fn escapes_that_cannot_be_aligned_use_the_whole_value() {
+        let text = "k: \"a\\tb ${{ x }}\"\n";
+        let node = first_value(text);
+        let value = node.as_str().expect("a string").to_owned();
+        assert_eq!(value, "a\tb ${{ x }}");
+        let span = SpanMap::new(text, node.span, &value).span(5, 13);
+        assert_eq!(span, node.span);
+    }
+
+    #[test]
+    fn spans_of_collections_cover_their_brackets() {
+        let text = "k: [a, b]\nm: { x: 1 }\n";
+        let src = SourceFile::new("t.yaml", text);
+        let root = load(&src).expect("parses");
+        let Value::Map(entries) = &root.value else {
+            panic!()
+        };
+        let at = |n: &Node| text[n.full.offset()..n.full.offset() + n.full.len()].to_owned();
+        assert_eq!(at(&entries[0].1), "[a, b]");
+        assert_eq!(at(&entries[1].1), "{ x: 1 }");
+        assert_eq!(entries[1].1.label_span(text), entries[1].1.full);
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let src = SourceFile::new("t.yaml", "a: [1, 2\n");
+        let d = load(&src).expect_err("invalid");
+        assert_eq!(d.code, "lifeboat::workflow::yaml-syntax");
+        assert_eq!(d.line_col(), (1, 4));
+    }
+}
