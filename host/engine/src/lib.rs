@@ -288,8 +288,11 @@ async fn run_step<P: PluginCalls>(
             )));
         }
     }
-    let futs = instances.into_iter().map(|inst| run_instance(cx, step, inst));
-    let results = futures_util::future::join_all(futs).await;
+    // Instances run concurrently up to the same bound, results in order.
+    let results: Vec<_> = futures_util::stream::iter(instances.into_iter().map(|inst| run_instance(cx, step, inst)))
+        .buffered(a.max_parallel.max(1))
+        .collect()
+        .await;
     let mut ok = true;
     let mut outs = Vec::with_capacity(results.len());
     for r in results {

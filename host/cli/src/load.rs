@@ -1,0 +1,282 @@
+//! Loading a workflow: parse, load its plugins into the sandbox runtime,
+//! validate against what the plugins describe, and plan.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use indexmap::IndexMap;
+use lifeboat_contract::{self as contract, PluginInfo, StepInfo};
+use lifeboat_plan::{CallFailure, GrantsRef, LimitsRef, Plan, PlanSetup, PluginCalls, PluginRef};
+use lifeboat_runtime::{HostPattern, Plugin, Policy, Runtime, RuntimeConfig};
+use lifeboat_workflow::{Catalog, PluginSource, SourceFile, Workflow};
+
+/// How a command fails: invalid input (exit 2) or a failure (exit 1).
+pub enum Failure {
+    Invalid(String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Failed(e)
+    }
+}
+
+/// The runtime with the default configuration.
+pub fn runtime() -> Result<Runtime, Failure> {
+    Runtime::new(RuntimeConfig::default()).map_err(|e| Failure::Failed(anyhow!(e)))
+}
+
+/// Bytes of a plugin named `builtin:NAME` or by a path (relative to `base`).
+pub fn plugin_bytes(spec: &str, base: &Path) -> Result<(String, Vec<u8>), Failure> {
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        let b = lifeboat_bundled::get(name).ok_or_else(|| {
+            let names: Vec<&str> = lifeboat_bundled::ALL.iter().map(|b| b.name).collect();
+            Failure::Invalid(format!("error: no bundled plugin `{name}`; bundled: {}", names.join(", ")))
+        })?;
+        return Ok((name.to_string(), b.wasm.to_vec()));
+    }
+    let path = base.join(spec);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| Failure::Invalid(format!("error: cannot read plugin {}: {e}", path.display())))?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| spec.to_string());
+    Ok((name, bytes))
+}
+
+/// A validated workflow with its plugins loaded.
+pub struct Loaded {
+    pub runtime: Runtime,
+    pub workflow: Workflow,
+    pub plugins: IndexMap<String, (Plugin, Policy)>,
+}
+
+struct LoadCatalog {
+    results: IndexMap<String, Result<Plugin, String>>,
+}
+
+impl Catalog for LoadCatalog {
+    fn plugin(&self, alias: &str) -> Result<&PluginInfo, String> {
+        match self.results.get(alias) {
+            Some(Ok(p)) => Ok(p.info()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("plugin `{alias}` was not loaded")),
+        }
+    }
+}
+
+impl Loaded {
+    /// Parse, load plugins, validate. Problems with the file are diagnostics (exit 2).
+    pub async fn load(file: &Path) -> Result<Loaded, Failure> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Failure::Invalid(format!("error: cannot read workflow {}: {e}", file.display()))
+        })?;
+        let source = SourceFile::new(file.display().to_string(), text);
+        let doc = lifeboat_workflow::parse(Arc::clone(&source)).map_err(|d| Failure::Invalid(d.render()))?;
+        let runtime = runtime()?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let mut results = IndexMap::new();
+        for (alias, src, _span) in doc.plugin_sources() {
+            let r = match &src {
+                PluginSource::Builtin(name) => match lifeboat_bundled::get(name) {
+                    Some(b) => runtime.load(&alias, b.wasm).await.map_err(|e| e.to_string()),
+                    None => {
+                        let names: Vec<&str> = lifeboat_bundled::ALL.iter().map(|b| b.name).collect();
+                        Err(format!("no bundled plugin `{name}` (bundled: {})", names.join(", ")))
+                    }
+                },
+                PluginSource::Path(p) => {
+                    let path = base.join(p);
+                    runtime.load_file(&alias, &path).await.map_err(|e| e.to_string())
+                }
+            };
+            results.insert(alias, r);
+        }
+        let catalog = LoadCatalog { results };
+        let workflow = lifeboat_workflow::validate(doc, &catalog).map_err(|d| Failure::Invalid(d.render()))?;
+        let mut plugins = IndexMap::new();
+        for (alias, r) in catalog.results {
+            let Ok(plugin) = r else { continue };
+            let Some(decl) = workflow.plugins.get(&alias) else { continue };
+            let mut http = Vec::new();
+            for g in &decl.grants.http {
+                http.push(HostPattern::parse(g).map_err(|e| Failure::Invalid(format!("error: plugin `{alias}`: http grant {e}")))?);
+            }
+            let policy = Policy {
+                http,
+                memory: decl.limits.memory.unwrap_or(lifeboat_runtime::DEFAULT_MEMORY),
+                timeout: decl.limits.timeout.unwrap_or(lifeboat_runtime::DEFAULT_TIMEOUT),
+            };
+            plugins.insert(alias, (plugin, policy));
+        }
+        Ok(Loaded { runtime, workflow, plugins })
+    }
+
+    /// Secret values from the environment.
+    pub fn secrets(&self) -> Result<IndexMap<String, String>, Failure> {
+        lifeboat_plan::read_secrets(&self.workflow, |k| std::env::var(k).ok())
+            .map_err(|e| Failure::Invalid(format!("error: {e}")))
+    }
+
+    /// Step infos by `alias/step`.
+    pub fn step_infos(&self) -> IndexMap<String, StepInfo> {
+        let mut out = IndexMap::new();
+        for (alias, (p, _)) in &self.plugins {
+            for s in &p.info().steps {
+                out.insert(format!("{alias}/{}", s.name), s.clone());
+            }
+        }
+        out
+    }
+
+    fn plugin_refs(&self) -> IndexMap<String, PluginRef> {
+        self.plugins
+            .iter()
+            .map(|(alias, (p, pol))| {
+                let decl = self.workflow.plugins.get(alias);
+                (
+                    alias.clone(),
+                    PluginRef {
+                        source: decl.map(|d| d.source.to_string()).unwrap_or_default(),
+                        name: p.info().name.clone(),
+                        version: p.info().version.clone(),
+                        digest: p.digest().to_string(),
+                        grants: GrantsRef {
+                            http: pol.http.iter().map(|h| h.to_string()).collect(),
+                            secrets: decl.map(|d| d.grants.secrets.clone()).unwrap_or_default(),
+                        },
+                        limits: LimitsRef {
+                            memory_mib: pol.memory >> 20,
+                            timeout_ms: pol.timeout.as_millis() as u64,
+                        },
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Make the plan.
+    pub async fn plan(&self, file: &Path, inputs: &IndexMap<String, String>) -> Result<Plan, Failure> {
+        let inputs = self.workflow.bind_inputs(inputs).map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+        let setup = PlanSetup {
+            file: file.display().to_string(),
+            inputs,
+            secrets: self.secrets()?,
+            plugins: self.plugin_refs(),
+            steps: self.step_infos(),
+        };
+        lifeboat_plan::make_plan(&self.workflow, &setup, &self.calls())
+            .await
+            .map_err(|e| match e {
+                lifeboat_plan::PlanError::Input(_) | lifeboat_plan::PlanError::MissingSecret { .. } => {
+                    Failure::Invalid(format!("error: {e}"))
+                }
+                other => Failure::Failed(anyhow!("planning failed: {other}")),
+            })
+    }
+
+    /// Refuse a plan whose workflow or plugins changed since it was made.
+    pub fn check_plan(&self, plan: &Plan) -> Result<(), Failure> {
+        let digest = self.workflow.digest();
+        if digest != plan.workflow.digest {
+            return Err(Failure::Invalid(format!(
+                "error: the workflow {} changed since the plan was made (digest {} in the plan, {} now); make the plan again",
+                plan.workflow.file,
+                &plan.workflow.digest[..12.min(plan.workflow.digest.len())],
+                &digest[..12]
+            )));
+        }
+        let now = self.plugin_refs();
+        for (alias, planned) in &plan.plugins {
+            match now.get(alias) {
+                Some(p) if p.digest == planned.digest => {}
+                Some(p) => {
+                    return Err(Failure::Invalid(format!(
+                        "error: plugin `{alias}` ({}) changed since the plan was made (digest {} in the plan, {} now); make the plan again",
+                        p.source,
+                        &planned.digest[..12.min(planned.digest.len())],
+                        &p.digest[..12.min(p.digest.len())]
+                    )));
+                }
+                None => return Err(Failure::Invalid(format!("error: plugin `{alias}` of the plan is gone from the workflow"))),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn calls(&self) -> Calls<'_> {
+        Calls { runtime: &self.runtime, plugins: &self.plugins }
+    }
+}
+
+/// Plugin calls through the sandbox runtime.
+pub struct Calls<'a> {
+    runtime: &'a Runtime,
+    plugins: &'a IndexMap<String, (Plugin, Policy)>,
+}
+
+impl Calls<'_> {
+    fn get(&self, alias: &str, timeout: Duration) -> Result<(&Plugin, Policy), CallFailure> {
+        let (p, pol) = self.plugins.get(alias).ok_or_else(|| CallFailure {
+            message: format!("plugin `{alias}` is not loaded"),
+            retryable: false,
+        })?;
+        let mut pol = pol.clone();
+        pol.timeout = timeout;
+        Ok((p, pol))
+    }
+}
+
+fn failure(e: lifeboat_runtime::CallError) -> CallFailure {
+    CallFailure { retryable: e.retryable(), message: e.to_string() }
+}
+
+impl PluginCalls for Calls<'_> {
+    async fn plan(
+        &self,
+        alias: &str,
+        ctx: &contract::CallContext,
+        step: &str,
+        inputs: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<contract::PlanResult, CallFailure> {
+        let (p, pol) = self.get(alias, timeout)?;
+        self.runtime.plan(p, &pol, ctx, step, inputs).await.map_err(failure)
+    }
+
+    async fn apply(
+        &self,
+        alias: &str,
+        ctx: &contract::CallContext,
+        step: &str,
+        inputs: &serde_json::Value,
+        action: &contract::Action,
+        timeout: Duration,
+    ) -> Result<Vec<(String, serde_json::Value)>, CallFailure> {
+        let (p, pol) = self.get(alias, timeout)?;
+        self.runtime.apply(p, &pol, ctx, step, inputs, action).await.map_err(failure)
+    }
+}
+
+/// `lifeboat plugin inspect` text.
+pub fn describe_text(p: &Plugin) -> String {
+    use std::fmt::Write;
+    let i = p.info();
+    let mut o = String::new();
+    let _ = writeln!(o, "{} {} — {}", i.name, i.version, i.doc);
+    let _ = writeln!(o, "contract: {}@{}", contract::WIT_PACKAGE, contract::WIT_VERSION);
+    let _ = writeln!(o, "digest: {}", p.digest());
+    for s in &i.steps {
+        let _ = writeln!(o, "\nstep {} — {}", s.name, s.doc);
+        for f in &s.inputs {
+            let req = if f.required { ", required" } else { "" };
+            let sens = if f.sensitive { ", sensitive" } else { "" };
+            let _ = writeln!(o, "  in  {}: {}{req}{sens}  {}", f.name, f.ty.as_str(), f.doc);
+        }
+        for f in &s.outputs {
+            let _ = writeln!(o, "  out {}: {}  {}", f.name, f.ty.as_str(), f.doc);
+        }
+    }
+    o
+}
