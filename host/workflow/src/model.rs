@@ -1,6 +1,7 @@
 //! The validated workflow model.
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -206,32 +207,51 @@ impl Workflow {
     /// The steps in an order where every step comes after all its needs;
     /// among steps that are ready at the same time, file order.
     pub fn topo_order(&self) -> Vec<&Step> {
-        let mut done: HashSet<&str> = HashSet::new();
-        let mut out: Vec<&Step> = Vec::with_capacity(self.steps.len());
-        let ids: HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
-        while out.len() < self.steps.len() {
-            let next = self.steps.iter().find(|s| {
-                !done.contains(s.id.as_str())
-                    && s.needs
-                        .iter()
-                        .all(|n| done.contains(n.as_str()) || !ids.contains(n.as_str()))
-            });
-            match next {
-                Some(s) => {
-                    done.insert(&s.id);
-                    out.push(s);
-                }
-                // Only reachable for a hand-built workflow with a cycle: keep
-                // the rest in file order rather than losing steps.
-                None => {
-                    for s in &self.steps {
-                        if done.insert(&s.id) {
-                            out.push(s);
-                        }
-                    }
+        let n = self.steps.len();
+        let index: HashMap<&str, usize> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut waiting = vec![0usize; n];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, s) in self.steps.iter().enumerate() {
+            let needs: HashSet<usize> = s
+                .needs
+                .iter()
+                .filter_map(|need| index.get(need.as_str()).copied())
+                .filter(|&t| t != i)
+                .collect();
+            waiting[i] = needs.len();
+            for t in needs {
+                dependents[t].push(i);
+            }
+        }
+        // Always take the ready step that comes first in the file.
+        let mut ready: BinaryHeap<Reverse<usize>> =
+            (0..n).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+        let mut done = vec![false; n];
+        let mut out: Vec<&Step> = Vec::with_capacity(n);
+        while let Some(Reverse(i)) = ready.pop() {
+            done[i] = true;
+            out.push(&self.steps[i]);
+            for &d in &dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    ready.push(Reverse(d));
                 }
             }
         }
+        // Only for a hand-built workflow with a cycle: keep the rest in file
+        // order rather than losing steps.
+        out.extend(
+            self.steps
+                .iter()
+                .zip(done)
+                .filter(|(_, d)| !d)
+                .map(|(s, _)| s),
+        );
         out
     }
 }

@@ -168,6 +168,8 @@ struct RefCtx<'a> {
     secrets: &'a IndexMap<String, SecretDecl>,
     plugins: &'a IndexMap<String, PluginDecl>,
     step_ids: &'a [String],
+    /// Position of each id in `step_ids`.
+    step_index: &'a HashMap<String, usize>,
 }
 
 impl Checker<'_> {
@@ -1020,12 +1022,18 @@ impl Checker<'_> {
             ids.push(id);
         }
         let all_ids: Vec<String> = ids.iter().flatten().map(|(id, _)| id.clone()).collect();
+        let step_index: HashMap<String, usize> = all_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
         let ctx = RefCtx {
             inputs,
             vars,
             secrets,
             plugins,
             step_ids: &all_ids,
+            step_index: &step_index,
         };
 
         let mut steps = Vec::new();
@@ -1152,7 +1160,7 @@ impl Checker<'_> {
                     d.set_help("remove it from `needs`");
                     continue;
                 }
-                match ctx.step_ids.iter().position(|s| s == need) {
+                match ctx.step_index.get(need).copied() {
                     Some(i) => {
                         deps.push((i, nn.span));
                         needs.push(need.to_owned());
@@ -1297,7 +1305,7 @@ impl Checker<'_> {
                     );
                     return;
                 }
-                match ctx.step_ids.iter().position(|s| s == target) {
+                match ctx.step_index.get(target).copied() {
                     Some(i) => {
                         deps.push((i, r.seg(1)));
                         needs.push(target.to_owned());
@@ -1527,17 +1535,22 @@ impl Checker<'_> {
     fn cycles(&mut self, steps: &[Step], graph: &[Vec<(usize, SourceSpan)>]) {
         let n = steps.len();
         // Kahn: drop every step that does not (transitively) wait on a cycle.
-        let mut remaining: Vec<bool> = vec![true; n];
-        loop {
-            let mut changed = false;
-            for i in 0..n {
-                if remaining[i] && graph[i].iter().all(|(t, _)| !remaining[*t]) {
-                    remaining[i] = false;
-                    changed = true;
-                }
+        let mut waiting: Vec<usize> = graph.iter().map(Vec::len).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, deps) in graph.iter().enumerate() {
+            for (t, _) in deps {
+                dependents[*t].push(i);
             }
-            if !changed {
-                break;
+        }
+        let mut remaining: Vec<bool> = vec![true; n];
+        let mut ready: Vec<usize> = (0..n).filter(|i| waiting[*i] == 0).collect();
+        while let Some(i) = ready.pop() {
+            remaining[i] = false;
+            for d in &dependents[i] {
+                waiting[*d] -= 1;
+                if waiting[*d] == 0 {
+                    ready.push(*d);
+                }
             }
         }
         let mut reported: HashSet<usize> = HashSet::new();

@@ -489,3 +489,33 @@ fn less_common_forms() {
         ["discover", "fail_over-2", "verify"]
     );
 }
+
+#[test]
+fn long_dependency_chains_are_fast() {
+    let n = 3000;
+    let mut text =
+        String::from("name: chain\nplugins:\n  demo: { source: builtin:demo }\nsteps:\n");
+    for i in 0..n {
+        if i + 1 < n {
+            text.push_str(&format!(
+                "  - {{ id: s{i}, uses: demo/verify, with: {{ vm_id: x, label: \"h=${{{{ steps.s{}.outputs.healthy }}}}\" }} }}\n",
+                i + 1
+            ));
+        } else {
+            text.push_str(&format!(
+                "  - {{ id: s{i}, uses: demo/verify, with: {{ vm_id: x }} }}\n"
+            ));
+        }
+    }
+    let started = std::time::Instant::now();
+    let wf = common::load("chain.yaml", &text).unwrap_or_else(|d| panic!("{}", d.render()));
+    let order = wf.topo_order();
+    assert_eq!(order.len(), n);
+    assert_eq!(order[0].id, format!("s{}", n - 1));
+    assert_eq!(order[n - 1].id, "s0");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
