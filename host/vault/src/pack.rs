@@ -1,0 +1,174 @@
+//! Blobs (compressed + encrypted chunks and tables) and packs (many blobs in one object).
+
+use ring::aead::NONCE_LEN;
+
+use crate::crypto::{Crypto, NonceGen, TAG_LEN};
+use crate::error::{Result, VaultError};
+use crate::format::{
+    AAD_PACK_HEADER, BlobEntry, Id, PackRecord, STORED_RAW, STORED_ZSTD, blob_aad, decode_pack_header,
+    encode_pack_header,
+};
+
+/// Per-thread encoder: a zstd context and a nonce generator.
+pub(crate) struct BlobEncoder {
+    comp: zstd::bulk::Compressor<'static>,
+    nonces: NonceGen,
+}
+
+impl BlobEncoder {
+    pub(crate) fn new(level: i32) -> Result<BlobEncoder> {
+        Ok(BlobEncoder {
+            comp: zstd::bulk::Compressor::new(level)
+                .map_err(|e| VaultError::Internal(format!("zstd: {e}")))?,
+            nonces: NonceGen::new()?,
+        })
+    }
+
+    /// `nonce ‖ AES-GCM(flag ‖ payload, AAD = kind ‖ id) ‖ tag`, where the payload is
+    /// the zstd frame if it saves at least 1/32 of the size, the raw bytes otherwise.
+    pub(crate) fn encode(&mut self, crypto: &Crypto, kind: u8, id: &Id, data: &[u8]) -> Result<Vec<u8>> {
+        let head = NONCE_LEN + 1;
+        let mut out = Vec::with_capacity(head + data.len() + TAG_LEN);
+        out.resize(head + data.len(), 0);
+        let limit = data.len() - data.len() / 32;
+        let compressed = match out.get_mut(head..head + limit) {
+            Some(dst) => self.comp.compress_to_buffer(data, dst).ok(),
+            None => None,
+        };
+        match compressed {
+            Some(n) if n < limit => {
+                out[NONCE_LEN] = STORED_ZSTD;
+                out.truncate(head + n);
+            }
+            _ => {
+                out[NONCE_LEN] = STORED_RAW;
+                out[head..].copy_from_slice(data);
+            }
+        }
+        crypto.seal_in_place(&mut self.nonces, &blob_aad(kind, id), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Decrypts, decompresses and verifies a blob into `out` (cleared first).
+pub(crate) fn decode_blob(
+    crypto: &Crypto,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    kind: u8,
+    id: &Id,
+    raw_len: u32,
+    env: &mut [u8],
+    out: &mut Vec<u8>,
+    object: &dyn Fn() -> String,
+) -> Result<()> {
+    let plain = crypto
+        .open_in_place(&blob_aad(kind, id), env)
+        .ok_or_else(|| VaultError::corrupt(object(), "authentication failed (AES-GCM tag mismatch)"))?;
+    let (flag, payload) = plain
+        .split_first()
+        .ok_or_else(|| VaultError::corrupt(object(), "empty blob"))?;
+    out.clear();
+    match *flag {
+        STORED_RAW => out.extend_from_slice(payload),
+        STORED_ZSTD => {
+            out.reserve(raw_len as usize);
+            dctx.decompress_to_buffer(payload, out)
+                .map_err(|e| VaultError::corrupt(object(), format!("zstd: {e}")))?;
+        }
+        f => return Err(VaultError::corrupt(object(), format!("unknown storage flag {f}"))),
+    }
+    if out.len() != raw_len as usize {
+        return Err(VaultError::corrupt(
+            object(),
+            format!("decoded to {} bytes, expected {raw_len}", out.len()),
+        ));
+    }
+    if crypto.id(out) != *id {
+        return Err(VaultError::corrupt(object(), "content does not match its id (keyed BLAKE3)"));
+    }
+    Ok(())
+}
+
+pub(crate) fn new_dctx() -> Result<zstd::bulk::Decompressor<'static>> {
+    zstd::bulk::Decompressor::new().map_err(|e| VaultError::Internal(format!("zstd: {e}")))
+}
+
+/// Collects blobs into packs of about `target` bytes.
+pub(crate) struct Packer {
+    buf: Vec<u8>,
+    entries: Vec<BlobEntry>,
+    target: usize,
+    nonces: NonceGen,
+}
+
+/// A finished pack: its bytes and what the index records about it.
+pub(crate) type FinishedPack = (Vec<u8>, PackRecord);
+
+impl Packer {
+    pub(crate) fn new(target: usize) -> Result<Packer> {
+        Ok(Packer {
+            buf: Vec::new(),
+            entries: Vec::new(),
+            target,
+            nonces: NonceGen::new()?,
+        })
+    }
+
+    pub(crate) fn add(
+        &mut self,
+        crypto: &Crypto,
+        kind: u8,
+        id: Id,
+        env: &[u8],
+        raw_len: u32,
+    ) -> Result<Option<FinishedPack>> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(self.target + (1 << 20));
+        }
+        self.entries.push(BlobEntry {
+            kind,
+            id,
+            offset: self.buf.len() as u64,
+            stored_len: u32::try_from(env.len()).map_err(|_| VaultError::Internal("blob too large".into()))?,
+            raw_len,
+        });
+        self.buf.extend_from_slice(env);
+        if self.buf.len() >= self.target {
+            return self.finish(crypto);
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn finish(&mut self, crypto: &Crypto) -> Result<Option<FinishedPack>> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
+        let entries = std::mem::take(&mut self.entries);
+        let mut buf = std::mem::take(&mut self.buf);
+        let header = crypto.seal(&mut self.nonces, AAD_PACK_HEADER, &encode_pack_header(&entries))?;
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        let id = *blake3::hash(&buf).as_bytes();
+        let size = buf.len() as u64;
+        Ok(Some((buf, PackRecord { id, size, blobs: entries })))
+    }
+}
+
+/// Parses a whole pack: checks its name hash and decrypts its header.
+pub(crate) fn read_pack_header(crypto: &Crypto, id: &Id, object: &str, pack: &[u8]) -> Result<Vec<BlobEntry>> {
+    if *blake3::hash(pack).as_bytes() != *id {
+        return Err(VaultError::corrupt(object, "content does not match its name (BLAKE3)"));
+    }
+    let n = pack.len();
+    if n < 4 {
+        return Err(VaultError::corrupt(object, "too short"));
+    }
+    let mut l = [0u8; 4];
+    l.copy_from_slice(&pack[n - 4..]);
+    let hlen = u32::from_le_bytes(l) as usize;
+    let hstart = n
+        .checked_sub(4 + hlen)
+        .ok_or_else(|| VaultError::corrupt(object, "header length beyond the start of the pack"))?;
+    let plain = crypto.open(&format!("{object} (header)"), AAD_PACK_HEADER, &pack[hstart..n - 4])?;
+    decode_pack_header(&plain, object, hstart as u64)
+}

@@ -1,0 +1,712 @@
+//! Ship: read changed chunks of a disk, dedup, compress, encrypt, pack, upload, and seal
+//! a recovery point — all stages in parallel with bounded memory.
+//!
+//! ```text
+//! reader ──jobs──► N workers ──results──► collector (tables) ─┐
+//!   (one disk)      zero check, keyed        fills tables,     │ table blobs
+//!                   BLAKE3, dedup, zstd,     finishes them ────┤
+//!                   AES-GCM ──── chunk blobs ──────────────────┴─► packer ──packs──► 2 uploaders
+//!                                                                                  (pack, then index)
+//! ```
+//! Memory: a fixed pool of chunk buffers, bounded channels, and at most a few packs in
+//! flight, whatever the disk size; tables (16384 slots) are held only while being filled.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Result, VaultError};
+use crate::extents::{Action, Extent, ExtentKind, plan_chunks, qcow2_dirty_extents};
+use crate::format::{
+    ChangeRecord, Consistency, DiskManifest, ExtentRecord, Id, Index, KIND_CHUNK, KIND_TABLE, Manifest, ZERO_ID,
+    decode_table, encode_table, pack_path, point_aad, point_path,
+};
+use crate::pack::{BlobEncoder, FinishedPack, Packer};
+use crate::{Inner, Vault, lock};
+
+/// Where the changed extents of a ship come from.
+#[derive(Debug, Clone)]
+pub enum ChangedSource {
+    /// First full copy: every allocated extent of the source (its allocation map).
+    Full,
+    /// Changed extents supplied by the caller (VMware CBT, Hyper-V RCT, Azure page-range
+    /// diff, …), applied to the latest point of the same VM and disk.
+    List(Vec<Extent>),
+    /// No change list: read every allocated extent and compare chunk hashes with the
+    /// vault (the given point is recorded as the parent).
+    SincePoint(String),
+    /// The dirty extents of a qcow2 persistent bitmap, read through qemu-nbd block
+    /// status, applied to the latest point of the same VM and disk.
+    Bitmap { name: String },
+}
+
+/// Progress of a ship: bytes of planned chunks processed so far.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Progress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// Progress callback (called from a worker thread; keep it short).
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// What to ship.
+#[derive(Clone)]
+pub struct ShipRequest {
+    pub vm: String,
+    pub disk_name: String,
+    /// Path of the source image (any format lifeboat-disk reads).
+    pub source: PathBuf,
+    pub changed: ChangedSource,
+    pub consistency: Consistency,
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for ShipRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShipRequest")
+            .field("vm", &self.vm)
+            .field("disk_name", &self.disk_name)
+            .field("source", &self.source)
+            .field("changed", &self.changed)
+            .field("consistency", &self.consistency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShipRequest {
+    /// A crash-consistent ship without progress reporting.
+    pub fn new(vm: &str, disk_name: &str, source: impl Into<PathBuf>, changed: ChangedSource) -> ShipRequest {
+        ShipRequest {
+            vm: vm.to_string(),
+            disk_name: disk_name.to_string(),
+            source: source.into(),
+            changed,
+            consistency: Consistency::Crash,
+            progress: None,
+        }
+    }
+}
+
+/// The outcome of a ship.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShipReport {
+    pub point: String,
+    pub vm: String,
+    pub disk: String,
+    pub parent: Option<String>,
+    /// `full`, `list`, `since-point` or `bitmap`.
+    pub changes: String,
+    pub virtual_size: u64,
+    /// Extents the change source gave.
+    pub extents: usize,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes read that were all zeros (not stored).
+    pub bytes_zero: u64,
+    /// Bytes of chunks the vault already held.
+    pub bytes_deduped: u64,
+    /// Bytes of new chunks (before compression).
+    pub bytes_new: u64,
+    /// Bytes written to the vault (packs, compressed and encrypted).
+    pub bytes_stored: u64,
+    pub chunks_read: u64,
+    pub chunks_new: u64,
+    pub packs: u64,
+    pub seconds: f64,
+}
+
+#[derive(Default)]
+struct Stats {
+    bytes_read: AtomicU64,
+    bytes_zero: AtomicU64,
+    bytes_deduped: AtomicU64,
+    bytes_new: AtomicU64,
+    bytes_stored: AtomicU64,
+    chunks_read: AtomicU64,
+    chunks_new: AtomicU64,
+    packs: AtomicU64,
+}
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 200 || s.chars().any(|c| c.is_control()) {
+        return Err(VaultError::InvalidRequest(format!("bad {what} name {s:?}")));
+    }
+    Ok(())
+}
+
+pub(crate) async fn ship(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
+    check_name("VM", &req.vm)?;
+    check_name("disk", &req.disk_name)?;
+    let lock = lock::acquire(&vault.inner, false).await?;
+    let r = ship_locked(vault, req).await;
+    let rel = lock.release().await;
+    let report = r?;
+    rel?;
+    Ok(report)
+}
+
+enum Mode {
+    Allocation,
+    List(Vec<Extent>),
+    Bitmap(String),
+}
+
+async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
+    let t0 = Instant::now();
+    let inner = vault.inner.clone();
+    let index = Arc::new(inner.load_index().await?);
+    let mans = inner.manifests(Some(&req.vm)).await?;
+    let latest = mans
+        .iter()
+        .rev()
+        .find(|m| m.disks.iter().any(|d| d.name == req.disk_name))
+        .cloned();
+    let disk_of = |m: &Manifest| m.disks.iter().find(|d| d.name == req.disk_name).cloned();
+    let (parent, base, mode, kind) = match req.changed {
+        ChangedSource::Full => (latest, None, Mode::Allocation, "full"),
+        ChangedSource::SincePoint(p) => {
+            let m = inner.resolve(Some(&req.vm), &p).await?;
+            if disk_of(&m).is_none() {
+                return Err(VaultError::NotFound(format!("point {} has no disk {:?}", m.id, req.disk_name)));
+            }
+            (Some(m), None, Mode::Allocation, "since-point")
+        }
+        ChangedSource::List(_) | ChangedSource::Bitmap { .. } if latest.is_none() => {
+            return Err(VaultError::InvalidRequest(format!(
+                "VM {:?} disk {:?} has no previous point to apply changed extents to: ship it in full first",
+                req.vm, req.disk_name
+            )));
+        }
+        ChangedSource::List(l) => {
+            let b = latest.as_ref().and_then(disk_of);
+            (latest, b, Mode::List(l), "list")
+        }
+        ChangedSource::Bitmap { name } => {
+            let b = latest.as_ref().and_then(disk_of);
+            (latest, b, Mode::Bitmap(name), "bitmap")
+        }
+    };
+    let stats = Arc::new(Stats::default());
+    let rt = tokio::runtime::Handle::current();
+    let out = {
+        let inner = inner.clone();
+        let stats = stats.clone();
+        let source = req.source.clone();
+        let progress = req.progress.clone();
+        tokio::task::spawn_blocking(move || pipeline(&inner, &index, &source, mode, base, progress, &stats, &rt))
+            .await
+            .map_err(|e| VaultError::Internal(format!("ship pipeline: {e}")))??
+    };
+    let cfg = &inner.config;
+    let id = crate::crypto::random_hex(8)?;
+    let manifest = Manifest {
+        version: 1,
+        id: id.clone(),
+        vm: req.vm.clone(),
+        created: crate::now_rfc3339(),
+        consistency: req.consistency,
+        parent: parent.as_ref().map(|p| p.id.clone()),
+        disks: vec![DiskManifest {
+            name: req.disk_name.clone(),
+            source_format: out.format,
+            virtual_size: out.virtual_size,
+            sector_size: 512,
+            chunk_size: cfg.chunk_size,
+            table_slots: cfg.table_slots,
+            data_bytes: out.data_bytes,
+            changes: ChangeRecord {
+                source: kind.to_string(),
+                bitmap: out.bitmap,
+                extents: out
+                    .extents
+                    .iter()
+                    .map(|e| ExtentRecord {
+                        offset: e.offset,
+                        length: e.length,
+                        kind: match e.kind {
+                            ExtentKind::Data => "data".into(),
+                            ExtentKind::Cleared => "cleared".into(),
+                        },
+                    })
+                    .collect(),
+            },
+            tables: out.tables.iter().map(hex::encode).collect(),
+        }],
+    };
+    let plain = serde_json::to_vec(&manifest).map_err(|e| VaultError::Internal(e.to_string()))?;
+    inner.write_sealed(&point_path(&id), &point_aad(&id), &plain).await?;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Ok(ShipReport {
+        point: id,
+        vm: req.vm,
+        disk: req.disk_name,
+        parent: manifest.parent,
+        changes: kind.into(),
+        virtual_size: out.virtual_size,
+        extents: out.extents.len(),
+        bytes_read: g(&stats.bytes_read),
+        bytes_zero: g(&stats.bytes_zero),
+        bytes_deduped: g(&stats.bytes_deduped),
+        bytes_new: g(&stats.bytes_new),
+        bytes_stored: g(&stats.bytes_stored),
+        chunks_read: g(&stats.chunks_read),
+        chunks_new: g(&stats.chunks_new),
+        packs: g(&stats.packs),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+struct PipeOut {
+    virtual_size: u64,
+    format: String,
+    extents: Vec<Extent>,
+    bitmap: Option<String>,
+    tables: Vec<Id>,
+    data_bytes: u64,
+}
+
+struct Job {
+    slot: u64,
+    buf: Vec<u8>,
+    len: usize,
+}
+struct Done {
+    slot: u64,
+    id: Id,
+    len: u64,
+}
+struct Blob {
+    kind: u8,
+    id: Id,
+    env: Vec<u8>,
+    raw_len: u32,
+}
+
+pub(crate) fn is_zero(b: &[u8]) -> bool {
+    let mut it = b.chunks_exact(256);
+    for c in &mut it {
+        if c.iter().fold(0u8, |a, &x| a | x) != 0 {
+            return false;
+        }
+    }
+    it.remainder().iter().all(|&x| x == 0)
+}
+
+/// First error wins; everyone else stops.
+struct Failure {
+    cancel: AtomicBool,
+    first: Mutex<Option<VaultError>>,
+}
+impl Failure {
+    fn set(&self, e: VaultError) {
+        if let Ok(mut f) = self.first.lock()
+            && f.is_none()
+        {
+            *f = Some(e);
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pipeline(
+    inner: &Inner,
+    index: &Index,
+    source: &std::path::Path,
+    mode: Mode,
+    base: Option<DiskManifest>,
+    progress: Option<ProgressFn>,
+    stats: &Stats,
+    rt: &tokio::runtime::Handle,
+) -> Result<PipeOut> {
+    let cfg = &inner.config;
+    let cs = u64::from(cfg.chunk_size);
+    let ts = u64::from(cfg.table_slots);
+    let mut disk = lifeboat_disk::open(source)?;
+    let vs = disk.virtual_size();
+    let format = disk.format().to_string();
+    if let Some(b) = &base {
+        if b.virtual_size != vs {
+            return Err(VaultError::InvalidRequest(format!(
+                "the disk's size changed ({} → {vs} bytes) since the previous point: ship it in full",
+                b.virtual_size
+            )));
+        }
+        if u64::from(b.chunk_size) != cs || u64::from(b.table_slots) != ts {
+            return Err(VaultError::InvalidRequest(
+                "previous point uses another chunk layout: ship in full".into(),
+            ));
+        }
+    }
+    let mut bitmap = None;
+    let extents: Vec<Extent> = match mode {
+        Mode::Allocation => disk.allocation()?.into_iter().filter(|e| e.kind == ExtentKind::Data).collect(),
+        Mode::List(l) => l,
+        Mode::Bitmap(name) => {
+            let l = qcow2_dirty_extents(source, &name)?;
+            bitmap = Some(name);
+            l
+        }
+    };
+    let plan = plan_chunks(&extents, vs, cs)?;
+    let nslots = vs.div_ceil(cs);
+    let ntables = usize::try_from(nslots.div_ceil(ts))
+        .map_err(|_| VaultError::InvalidRequest("disk too large".into()))?;
+    let slot_len = |slot: u64| cs.min(vs - slot * cs);
+    let mut pending = vec![0u32; ntables];
+    let mut touched = vec![false; ntables];
+    let mut total = 0u64;
+    for &(s, e, a) in &plan {
+        let mut t = s / ts;
+        while t * ts < e {
+            let lo = s.max(t * ts);
+            let hi = e.min((t + 1) * ts);
+            touched[t as usize] = true;
+            if a == Action::Read {
+                pending[t as usize] += (hi - lo) as u32;
+            }
+            t += 1;
+        }
+        if a == Action::Read {
+            total += (s..e).map(slot_len).sum::<u64>();
+        }
+    }
+    let base_tables: Vec<Id> = match &base {
+        Some(b) => {
+            if b.tables.len() != ntables {
+                return Err(VaultError::corrupt(
+                    "previous point",
+                    format!("{} tables for {ntables} expected", b.tables.len()),
+                ));
+            }
+            b.tables
+                .iter()
+                .map(|h| {
+                    let mut id = [0u8; 32];
+                    hex::decode_to_slice(h, &mut id)
+                        .map_err(|_| VaultError::corrupt("previous point", format!("bad table id {h:?}")))?;
+                    Ok(id)
+                })
+                .collect::<Result<_>>()?
+        }
+        None => Vec::new(),
+    };
+
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let nbufs = workers * 6 + 4;
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(workers * 4);
+    let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(nbufs);
+    for _ in 0..nbufs {
+        let _ = pool_tx.send(vec![0u8; cs as usize]);
+    }
+    let (res_tx, res_rx) = crossbeam_channel::bounded::<Done>(workers * 8);
+    let (blob_tx, blob_rx) = crossbeam_channel::bounded::<Blob>(workers * 4);
+    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<FinishedPack>(1);
+    let fail = Failure {
+        cancel: AtomicBool::new(false),
+        first: Mutex::new(None),
+    };
+    let new_ids: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
+    let crypto = &inner.crypto;
+    let level = cfg.compression.level;
+
+    let collected = std::thread::scope(|sc| {
+        // reader
+        {
+            let plan = &plan;
+            let fail = &fail;
+            let job_tx = job_tx;
+            let pool_rx = pool_rx.clone();
+            sc.spawn(move || {
+                for &(s, e, a) in plan {
+                    if a != Action::Read {
+                        continue;
+                    }
+                    for slot in s..e {
+                        if fail.cancelled() {
+                            return;
+                        }
+                        let Ok(mut buf) = pool_rx.recv() else { return };
+                        let len = slot_len(slot) as usize;
+                        if let Err(e) = disk.read_at(slot * cs, &mut buf[..len]) {
+                            fail.set(e.into());
+                            return;
+                        }
+                        stats.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+                        stats.chunks_read.fetch_add(1, Ordering::Relaxed);
+                        if job_tx.send(Job { slot, buf, len }).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        // workers
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let pool_tx = pool_tx.clone();
+            let res_tx = res_tx.clone();
+            let blob_tx = blob_tx.clone();
+            let fail = &fail;
+            let new_ids = &new_ids;
+            sc.spawn(move || {
+                let mut enc = match BlobEncoder::new(level) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        fail.set(e);
+                        for j in job_rx.iter() {
+                            let _ = pool_tx.send(j.buf);
+                        }
+                        return;
+                    }
+                };
+                for job in job_rx.iter() {
+                    if !fail.cancelled() {
+                        let data = &job.buf[..job.len];
+                        let r = (|| -> Result<Id> {
+                            if is_zero(data) {
+                                stats.bytes_zero.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                return Ok(ZERO_ID);
+                            }
+                            let id = crypto.id(data);
+                            let fresh = !index.blobs.contains_key(&id)
+                                && new_ids.lock().map(|mut s| s.insert(id)).unwrap_or(false);
+                            if fresh {
+                                let env = enc.encode(crypto, KIND_CHUNK, &id, data)?;
+                                stats.bytes_new.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                stats.chunks_new.fetch_add(1, Ordering::Relaxed);
+                                blob_tx
+                                    .send(Blob {
+                                        kind: KIND_CHUNK,
+                                        id,
+                                        env,
+                                        raw_len: data.len() as u32,
+                                    })
+                                    .map_err(|_| VaultError::Internal("packer stopped".into()))?;
+                            } else {
+                                stats.bytes_deduped.fetch_add(data.len() as u64, Ordering::Relaxed);
+                            }
+                            Ok(id)
+                        })();
+                        match r {
+                            Ok(id) => {
+                                let done = Done {
+                                    slot: job.slot,
+                                    id,
+                                    len: job.len as u64,
+                                };
+                                if res_tx.send(done).is_err() {
+                                    fail.set(VaultError::Internal("collector stopped".into()));
+                                }
+                            }
+                            Err(e) => fail.set(e),
+                        }
+                    }
+                    let _ = pool_tx.send(job.buf);
+                }
+            });
+        }
+        drop(res_tx);
+        drop(job_rx);
+        drop(pool_rx);
+        // packer
+        {
+            let fail = &fail;
+            sc.spawn(move || {
+                let r = (|| -> Result<()> {
+                    let mut packer = Packer::new(cfg.pack_size as usize)?;
+                    for b in blob_rx.iter() {
+                        if let Some(p) = packer.add(crypto, b.kind, b.id, &b.env, b.raw_len)? {
+                            pack_tx.send(p).map_err(|_| VaultError::Internal("uploader stopped".into()))?;
+                        }
+                    }
+                    if !fail.cancelled()
+                        && let Some(p) = packer.finish(crypto)?
+                    {
+                        pack_tx.send(p).map_err(|_| VaultError::Internal("uploader stopped".into()))?;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    fail.set(e);
+                }
+            });
+        }
+        // uploaders: a pack is indexed only after it is stored
+        for _ in 0..2 {
+            let pack_rx = pack_rx.clone();
+            let fail = &fail;
+            sc.spawn(move || {
+                let r = (|| -> Result<()> {
+                    let mut unindexed = Vec::new();
+                    for (bytes, rec) in pack_rx.iter() {
+                        let n = bytes.len() as u64;
+                        rt.block_on(inner.backend.write(&pack_path(&rec.id), bytes))?;
+                        stats.bytes_stored.fetch_add(n, Ordering::Relaxed);
+                        stats.packs.fetch_add(1, Ordering::Relaxed);
+                        unindexed.push(rec);
+                        if unindexed.len() >= 8 {
+                            rt.block_on(inner.write_index(&unindexed))?;
+                            unindexed.clear();
+                        }
+                    }
+                    if !unindexed.is_empty() {
+                        rt.block_on(inner.write_index(&unindexed))?;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    fail.set(e);
+                }
+            });
+        }
+        drop(pack_rx);
+
+        // collector (this thread)
+        let r = (|| -> Result<(Vec<Id>, u64)> {
+            let res_rx = res_rx;
+            let mut enc = BlobEncoder::new(level)?;
+            let mut table_ids: Vec<Option<Id>> = vec![None; ntables];
+            let mut open: HashMap<usize, (Vec<Id>, u32)> = HashMap::new();
+            let mut data_bytes = base.as_ref().map(|b| b.data_bytes).unwrap_or(0);
+            let mut stored_tables: HashSet<Id> = HashSet::new();
+            let table_range = |t: usize| {
+                let first = t as u64 * ts;
+                (first, nslots.min(first + ts))
+            };
+            let mut finish_table = |t: usize, slots: &[Id], table_ids: &mut Vec<Option<Id>>| -> Result<()> {
+                let (first, _) = table_range(t);
+                let plain = encode_table(cs as u32, first, slots);
+                let id = crypto.id(&plain);
+                if !index.blobs.contains_key(&id) && stored_tables.insert(id) {
+                    let env = enc.encode(crypto, KIND_TABLE, &id, &plain)?;
+                    blob_tx
+                        .send(Blob {
+                            kind: KIND_TABLE,
+                            id,
+                            env,
+                            raw_len: plain.len() as u32,
+                        })
+                        .map_err(|_| VaultError::Internal("packer stopped".into()))?;
+                }
+                table_ids[t] = Some(id);
+                Ok(())
+            };
+            // a touched table starts from the base table (or zeros) with Zero runs applied
+            let init_table = |t: usize, data_bytes: &mut u64| -> Result<Vec<Id>> {
+                let (first, end) = table_range(t);
+                let count = (end - first) as usize;
+                let mut slots = match base_tables.get(t) {
+                    Some(bid) => {
+                        let plain = rt.block_on(inner.read_blob(index, KIND_TABLE, bid))?;
+                        decode_table(&plain, &format!("table {}", hex::encode(bid)), cs as u32, first, count)?
+                    }
+                    None => vec![ZERO_ID; count],
+                };
+                let i0 = plan.partition_point(|r| r.1 <= first);
+                for &(s, e, a) in plan[i0..].iter().take_while(|r| r.0 < end) {
+                    if a != Action::Zero {
+                        continue;
+                    }
+                    for slot in s.max(first)..e.min(end) {
+                        let old = &mut slots[(slot - first) as usize];
+                        if *old != ZERO_ID {
+                            *data_bytes = data_bytes.saturating_sub(slot_len(slot));
+                            *old = ZERO_ID;
+                        }
+                    }
+                }
+                Ok(slots)
+            };
+            for t in 0..ntables {
+                if touched[t] && pending[t] == 0 {
+                    let slots = init_table(t, &mut data_bytes)?;
+                    finish_table(t, &slots, &mut table_ids)?;
+                } else if !touched[t] {
+                    if let Some(bid) = base_tables.get(t) {
+                        table_ids[t] = Some(*bid);
+                    } else {
+                        let (first, end) = table_range(t);
+                        finish_table(t, &vec![ZERO_ID; (end - first) as usize], &mut table_ids)?;
+                    }
+                }
+            }
+            let mut done_bytes = 0u64;
+            let mut next_report = 0u64;
+            for d in res_rx.iter() {
+                let t = (d.slot / ts) as usize;
+                if !open.contains_key(&t) {
+                    let slots = init_table(t, &mut data_bytes)?;
+                    open.insert(t, (slots, pending[t]));
+                }
+                let Some((slots, left)) = open.get_mut(&t) else {
+                    return Err(VaultError::Internal("table bookkeeping".into()));
+                };
+                let i = (d.slot - t as u64 * ts) as usize;
+                if slots[i] != ZERO_ID {
+                    data_bytes = data_bytes.saturating_sub(d.len);
+                }
+                if d.id != ZERO_ID {
+                    data_bytes += d.len;
+                }
+                slots[i] = d.id;
+                *left -= 1;
+                if *left == 0
+                    && let Some((slots, _)) = open.remove(&t)
+                {
+                    finish_table(t, &slots, &mut table_ids)?;
+                }
+                done_bytes += d.len;
+                if let Some(p) = &progress
+                    && (done_bytes >= next_report || done_bytes == total)
+                {
+                    p(&Progress {
+                        bytes_done: done_bytes,
+                        bytes_total: total,
+                    });
+                    next_report = done_bytes + (64 << 20);
+                }
+            }
+            drop(blob_tx);
+            if fail.cancelled() {
+                return Err(VaultError::Internal("cancelled".into()));
+            }
+            if !open.is_empty() {
+                return Err(VaultError::Internal("tables left unfinished".into()));
+            }
+            let ids = table_ids
+                .into_iter()
+                .map(|t| t.ok_or_else(|| VaultError::Internal("table not finished".into())))
+                .collect::<Result<Vec<Id>>>()?;
+            Ok((ids, data_bytes))
+        })();
+        match r {
+            Err(VaultError::Internal(m)) if m == "cancelled" => Err(VaultError::Internal(m)),
+            Err(e) => {
+                fail.set(e);
+                Err(VaultError::Internal("cancelled".into()))
+            }
+            ok => ok,
+        }
+    });
+    if let Some(e) = fail.first.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
+    }
+    let (tables, data_bytes) = collected?;
+    Ok(PipeOut {
+        virtual_size: vs,
+        format,
+        extents,
+        bitmap,
+        tables,
+        data_bytes,
+    })
+}
