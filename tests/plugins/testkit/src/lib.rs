@@ -55,6 +55,10 @@ fn misbehave(step: &str, i: &HostileIn) -> Result<Outputs, StepError> {
             let r = lifeboat_plugin_sdk::http::get(&i.url)?;
             Ok(Outputs::new().set("status", r.status).set("body", r.text()))
         }
+        "post" => {
+            let r = lifeboat_plugin_sdk::http::post(&i.url, b"change")?;
+            Ok(Outputs::new().set("status", r.status))
+        }
         other => Err(StepError::invalid_input(format!("unknown misbehaviour {other}"))),
     }
 }
@@ -92,6 +96,7 @@ hostile!(ReadPasswd, "read-passwd", "read /etc/passwd");
 hostile!(Env, "env", "read environment variables");
 hostile!(Tcp, "tcp", "open a TCP socket");
 hostile!(Fetch, "fetch", "HTTP GET a URL");
+hostile!(Post, "post", "HTTP POST to a URL");
 
 #[derive(Deserialize)]
 struct CountIn {
@@ -159,5 +164,5 @@ lifeboat_plugin_sdk::plugin!(
     name: "testkit",
     version: "0.1.0",
     doc: "Hostile and counting steps for lifeboat's own tests",
-    steps: [Spin, Balloon, Panic, ReadPasswd, Env, Tcp, Fetch, Count, Flaky],
+    steps: [Spin, Balloon, Panic, ReadPasswd, Env, Tcp, Fetch, Post, Count, Flaky],
 );
