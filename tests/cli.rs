@@ -1,1 +1,148 @@
+//! The real binary: exit code, stdout and stderr pinned.
 
+mod common;
+
+use common::{insta_settings, lifeboat, transcript};
+
+fn run(args: &[&str]) -> String {
+    let out = lifeboat().args(args).output().unwrap();
+    transcript(&out)
+}
+
+macro_rules! pin {
+    ($name:expr, $value:expr) => {
+        insta_settings().bind(|| insta::assert_snapshot!($name, $value))
+    };
+}
+
+#[test]
+fn help() {
+    pin!("cli-help", run(&["--help"]));
+    pin!("cli-plan-help", run(&["plan", "--help"]));
+}
+
+#[test]
+fn validate_ok_and_invalid() {
+    pin!(
+        "cli-validate-ok",
+        run(&["validate", "workflows/quickstart.yaml"])
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: bad\nplugins:\n  demo: { source: builtin:demo }\nsteps:\n  - id: inv\n    uses: demo/inventry\n").unwrap();
+    let out = lifeboat().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    pin!("cli-validate-invalid", transcript(&out));
+    pin!(
+        "cli-missing-file",
+        run(&["validate", "workflows/nope.yaml"])
+    );
+}
+
+#[test]
+fn plan_input_errors() {
+    pin!(
+        "cli-plan-unknown-input",
+        run(&["plan", "workflows/quickstart.yaml", "--input", "knd=test"])
+    );
+    pin!(
+        "cli-plan-bad-kind",
+        run(&[
+            "plan",
+            "workflows/quickstart.yaml",
+            "--input",
+            "kind=sideways"
+        ])
+    );
+    pin!(
+        "cli-plan-bad-input-syntax",
+        run(&["plan", "workflows/quickstart.yaml", "--input", "kind"])
+    );
+}
+
+#[test]
+fn run_quickstart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    pin!(
+        "cli-run-quickstart",
+        run(&[
+            "run",
+            "--jobs",
+            "1",
+            "--state-dir",
+            state,
+            "workflows/quickstart.yaml",
+            "--input",
+            "kind=planned"
+        ])
+    );
+    pin!(
+        "cli-run-quickstart-json",
+        run(&[
+            "run",
+            "--jobs",
+            "1",
+            "--format",
+            "json",
+            "--state-dir",
+            state,
+            "workflows/quickstart.yaml"
+        ])
+    );
+    pin!("cli-resume-nothing", run(&["resume", "--state-dir", state]));
+}
+
+#[test]
+fn apply_saved_plan_and_refuse_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("wf.yaml");
+    std::fs::copy(common::root().join("workflows/quickstart.yaml"), &wf).unwrap();
+    let plan = dir.path().join("plan.json");
+    let state = dir.path().join("state");
+    let out = lifeboat()
+        .arg("plan")
+        .arg(&wf)
+        .arg("--out")
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = lifeboat()
+        .args(["apply", "--jobs", "1", "--state-dir"])
+        .arg(&state)
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Result: ok — 7 action(s) applied"));
+    // the workflow changes: the plan is refused
+    let text = std::fs::read_to_string(&wf)
+        .unwrap()
+        .replace("web-02", "web-03");
+    std::fs::write(&wf, text).unwrap();
+    let out = lifeboat()
+        .args(["apply", "--state-dir"])
+        .arg(&state)
+        .arg(&plan)
+        .output()
+        .unwrap();
+    pin!("cli-apply-changed-workflow", transcript(&out));
+    // not a plan
+    std::fs::write(&plan, "{}").unwrap();
+    let out = lifeboat().arg("apply").arg(&plan).output().unwrap();
+    pin!("cli-apply-not-a-plan", transcript(&out));
+}
+
+#[test]
+fn plugins() {
+    pin!("cli-plugin-list", run(&["plugin", "list"]));
+    pin!(
+        "cli-plugin-inspect",
+        run(&["plugin", "inspect", "builtin:demo"])
+    );
+    pin!(
+        "cli-plugin-inspect-missing",
+        run(&["plugin", "inspect", "builtin:nope"])
+    );
+}

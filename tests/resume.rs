@@ -39,26 +39,53 @@ fn killed_run_resumes_without_redoing_finished_actions() {
         .spawn()
         .unwrap();
     // Action 2 is in flight: kill -9 the run right there.
-    held.recv_timeout(Duration::from_secs(120)).expect("action 2 never started");
+    held.recv_timeout(Duration::from_secs(120))
+        .expect("action 2 never started");
     child.kill().unwrap();
     let status = child.wait().unwrap();
-    assert!(status.code().is_none(), "the run should have died by SIGKILL, got {status}");
-    assert_eq!((server.count("/apply/0"), server.count("/apply/1"), server.count("/apply/2")), (1, 1, 1));
+    assert!(
+        status.code().is_none(),
+        "the run should have died by SIGKILL, got {status}"
+    );
+    assert_eq!(
+        (
+            server.count("/apply/0"),
+            server.count("/apply/1"),
+            server.count("/apply/2")
+        ),
+        (1, 1, 1)
+    );
     assert_eq!(server.count("/apply/3"), 0);
 
-    let out = lifeboat().args(["resume", "--state-dir"]).arg(&state).output().unwrap();
+    let out = lifeboat()
+        .args(["resume", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "resume failed:\n{stdout}\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "resume failed:\n{stdout}\n{stderr}"
+    );
     // done before the kill: not again; interrupted: again; the rest: once.
     for (n, want) in [(0, 1), (1, 1), (2, 2), (3, 1), (4, 1)] {
-        assert_eq!(server.count(&format!("/apply/{n}")), want, "action {n}\n{stderr}");
+        assert_eq!(
+            server.count(&format!("/apply/{n}")),
+            want,
+            "action {n}\n{stderr}"
+        );
     }
     assert!(stdout.contains("3 action(s) applied, 2 reused"), "{stdout}");
     assert!(stderr.contains("reused   count  ~ item/0"), "{stderr}");
 
     // A finished run is not resumed again.
-    let again = lifeboat().args(["resume", "--state-dir"]).arg(&state).output().unwrap();
+    let again = lifeboat()
+        .args(["resume", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("no unfinished run"));
 }
@@ -81,7 +108,12 @@ fn retryable_errors_are_retried_with_backoff() {
     .unwrap();
     server.fail("/flaky", 2);
     server.fail("/never/flaky", 100);
-    let out = lifeboat().args(["run", "--state-dir"]).arg(dir.path().join("s")).arg(&wf).output().unwrap();
+    let out = lifeboat()
+        .args(["run", "--state-dir"])
+        .arg(dir.path().join("s"))
+        .arg(&wf)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(server.count("/flaky"), 3);

@@ -12,7 +12,12 @@ use lifeboat_runtime::{CallError, HostPattern, Policy, Runtime, RuntimeConfig};
 use serde_json::json;
 
 fn ctx() -> CallContext {
-    CallContext { workflow: "t".into(), step_id: "s".into(), action_index: 0, attempt: 1 }
+    CallContext {
+        workflow: "t".into(),
+        step_id: "s".into(),
+        action_index: 0,
+        attempt: 1,
+    }
 }
 
 fn runtime() -> Runtime {
@@ -26,28 +31,48 @@ fn runtime() -> Runtime {
 async fn plan_err(rt: &Runtime, step: &str, policy: &Policy, url: &str) -> CallError {
     let bytes = std::fs::read(testkit_wasm()).unwrap();
     let p = rt.load("testkit", &bytes).await.unwrap();
-    rt.plan(&p, policy, &ctx(), step, &json!({"when": "plan", "url": url})).await.unwrap_err()
+    rt.plan(
+        &p,
+        policy,
+        &ctx(),
+        step,
+        &json!({"when": "plan", "url": url}),
+    )
+    .await
+    .unwrap_err()
 }
 
 #[tokio::test]
 async fn endless_loop_is_stopped_at_its_deadline() {
     let rt = runtime();
-    let policy = Policy { timeout: Duration::from_millis(300), ..Policy::default() };
+    let policy = Policy {
+        timeout: Duration::from_millis(300),
+        ..Policy::default()
+    };
     let t = Instant::now();
     let e = plan_err(&rt, "spin", &policy, "").await;
     let took = t.elapsed();
     assert!(matches!(e, CallError::Timeout { .. }), "{e}");
     assert!(took < Duration::from_secs(3), "stopped after {took:?}");
-    assert_eq!(e.to_string(), "plugin `testkit` step `spin` was stopped after its 300ms time limit (plan)");
+    assert_eq!(
+        e.to_string(),
+        "plugin `testkit` step `spin` was stopped after its 300ms time limit (plan)"
+    );
 }
 
 #[tokio::test]
 async fn memory_bomb_hits_its_cap() {
     let rt = runtime();
-    let policy = Policy { memory: 32 << 20, ..Policy::default() };
+    let policy = Policy {
+        memory: 32 << 20,
+        ..Policy::default()
+    };
     let e = plan_err(&rt, "balloon", &policy, "").await;
     assert!(matches!(e, CallError::Memory { limit_mib: 32, .. }), "{e}");
-    assert_eq!(e.to_string(), "plugin `testkit` step `balloon` exceeded its memory limit of 32 MiB (plan)");
+    assert_eq!(
+        e.to_string(),
+        "plugin `testkit` step `balloon` exceeded its memory limit of 32 MiB (plan)"
+    );
 }
 
 #[tokio::test]
@@ -56,21 +81,35 @@ async fn panic_is_a_trap_with_the_panic_message() {
     let e = plan_err(&rt, "panic", &Policy::default(), "").await;
     let msg = e.to_string();
     assert!(matches!(e, CallError::Trap { .. }), "{msg}");
-    assert!(msg.starts_with("plugin `testkit` step `panic` crashed (plan):"), "{msg}");
+    assert!(
+        msg.starts_with("plugin `testkit` step `panic` crashed (plan):"),
+        "{msg}"
+    );
     assert!(msg.contains("testkit panics on purpose"), "{msg}");
 }
 
 #[tokio::test]
 async fn files_env_and_sockets_are_not_there() {
     let rt = runtime();
-    let e = plan_err(&rt, "read-passwd", &Policy::default(), "").await.to_string();
+    let e = plan_err(&rt, "read-passwd", &Policy::default(), "")
+        .await
+        .to_string();
     assert!(e.contains("cannot read /etc/passwd"), "{e}");
     assert!(!e.contains("root:"), "{e}");
     // SAFETY of the test: a variable the host has, which the plugin must not see.
-    let e = plan_err(&rt, "env", &Policy::default(), "").await.to_string();
+    let e = plan_err(&rt, "env", &Policy::default(), "")
+        .await
+        .to_string();
     assert!(e.contains("no-env: the environment is empty"), "{e}");
     let server = Server::start();
-    let e = plan_err(&rt, "tcp", &Policy::default(), &format!("127.0.0.1:{}", server.port)).await.to_string();
+    let e = plan_err(
+        &rt,
+        "tcp",
+        &Policy::default(),
+        &format!("127.0.0.1:{}", server.port),
+    )
+    .await
+    .to_string();
     assert!(e.contains("cannot connect to 127.0.0.1:"), "{e}");
     assert_eq!(server.count("/"), 0);
 }
@@ -88,27 +127,68 @@ async fn http_only_to_granted_hosts_and_only_reads_while_planning() {
     };
     // granted: goes through
     let r = rt
-        .plan(&p, &policy, &ctx(), "fetch", &json!({"when": "plan", "url": format!("{}/hello", server.url())}))
+        .plan(
+            &p,
+            &policy,
+            &ctx(),
+            "fetch",
+            &json!({"when": "plan", "url": format!("{}/hello", server.url())}),
+        )
         .await;
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(server.count("/hello"), 1);
     // not granted: denied, and the server never sees it
     let e = rt
-        .plan(&p, &policy, &ctx(), "fetch", &json!({"when": "plan", "url": format!("{}/x", other.url())}))
+        .plan(
+            &p,
+            &policy,
+            &ctx(),
+            "fetch",
+            &json!({"when": "plan", "url": format!("{}/x", other.url())}),
+        )
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("denied"), "{e}");
-    assert!(e.contains(&format!("host `127.0.0.1:{}` is not granted to this plugin", other.port)), "{e}");
+    assert!(
+        e.contains(&format!(
+            "host `127.0.0.1:{}` is not granted to this plugin",
+            other.port
+        )),
+        "{e}"
+    );
     assert_eq!(other.count("/x"), 0);
     // granted host, but POST while planning: denied; while applying: allowed
     let input = json!({"when": "plan", "url": format!("{}/post", server.url())});
-    let e = rt.plan(&p, &policy, &ctx(), "post", &input).await.unwrap_err().to_string();
-    assert!(e.contains("only GET and HEAD are allowed while planning"), "{e}");
+    let e = rt
+        .plan(&p, &policy, &ctx(), "post", &input)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("only GET and HEAD are allowed while planning"),
+        "{e}"
+    );
     assert_eq!(server.count("/post"), 0);
-    let plan = rt.plan(&p, &policy, &ctx(), "post", &json!({"url": format!("{}/post", server.url())})).await.unwrap();
+    let plan = rt
+        .plan(
+            &p,
+            &policy,
+            &ctx(),
+            "post",
+            &json!({"url": format!("{}/post", server.url())}),
+        )
+        .await
+        .unwrap();
     let out = rt
-        .apply(&p, &policy, &ctx(), "post", &json!({"url": format!("{}/post", server.url())}), &plan.actions[0])
+        .apply(
+            &p,
+            &policy,
+            &ctx(),
+            "post",
+            &json!({"url": format!("{}/post", server.url())}),
+            &plan.actions[0],
+        )
         .await
         .unwrap();
     assert_eq!(out, vec![("status".to_string(), json!(200))]);
@@ -147,7 +227,13 @@ steps:
     )
     .unwrap();
     let t = Instant::now();
-    let out = lifeboat().env("LIFEBOAT_SECRET_SAUCE", "x").args(["run", "--state-dir"]).arg(dir.path().join("s")).arg(&wf).output().unwrap();
+    let out = lifeboat()
+        .env("LIFEBOAT_SECRET_SAUCE", "x")
+        .args(["run", "--state-dir"])
+        .arg(dir.path().join("s"))
+        .arg(&wf)
+        .output()
+        .unwrap();
     let took = t.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");

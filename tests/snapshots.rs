@@ -1,1 +1,92 @@
+//! Every workflow in workflows/ plans to a pinned, byte-identical document,
+//! in text and in JSON.
 
+mod common;
+
+use common::{insta_settings, lifeboat, root};
+
+fn workflows() -> Vec<String> {
+    let mut out = vec![];
+    let mut dirs = vec![root().join("workflows")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p.strip_prefix(root()).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn plan(file: &str, format: &str) -> String {
+    let out = lifeboat()
+        .args(["plan", "--format", format, file])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn every_workflow_plans_deterministically() {
+    let files = workflows();
+    assert!(!files.is_empty());
+    for file in files {
+        let name = file
+            .trim_start_matches("workflows/")
+            .trim_end_matches(".yaml")
+            .replace('/', "__");
+        for format in ["text", "json"] {
+            let first = plan(&file, format);
+            let second = plan(&file, format);
+            assert_eq!(first, second, "{file}: two plans differ ({format})");
+            assert!(!first.contains("/tmp/"), "{file}: temp path in the plan");
+            insta_settings()
+                .bind(|| insta::assert_snapshot!(format!("plan-{name}-{format}"), first));
+        }
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("secret.yaml");
+    std::fs::write(
+        &wf,
+        "name: secret\nsecrets:\n  token: { env: DEMO_TOKEN }\nplugins:\n  demo:\n    source: builtin:demo\n    grants: { secrets: [token] }\nsteps:\n  - id: inventory\n    uses: demo/inventory\n    with: { site: \"${{ secrets.token }}\" }\n",
+    )
+    .unwrap();
+    let out = lifeboat()
+        .env("DEMO_TOKEN", "hunter-two")
+        .args(["plan", "--format", "json"])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("hunter-two"), "{text}");
+    assert!(text.contains("(secret token)"), "{text}");
+    // and the secret is required from the environment
+    let out = lifeboat()
+        .env_remove("DEMO_TOKEN")
+        .args(["plan"])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("export DEMO_TOKEN"));
+}

@@ -11,12 +11,19 @@ fn main() {
     for dir in ["plugins", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
     let packages: Vec<&str> = PLUGINS.iter().map(|(_, p)| *p).collect();
     match lifeboat_wasm_build::build(&root, &packages) {
         Ok(paths) => {
             for ((name, _), path) in PLUGINS.iter().zip(paths) {
-                println!("cargo:rustc-env=LIFEBOAT_BUNDLED_{}={}", name.to_uppercase(), path.display());
+                println!(
+                    "cargo:rustc-env=LIFEBOAT_BUNDLED_{}={}",
+                    name.to_uppercase(),
+                    path.display()
+                );
             }
         }
         Err(e) => {

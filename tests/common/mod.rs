@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// The `lifeboat` binary with a clean environment: no inherited LIFEBOAT_*
@@ -24,7 +27,10 @@ pub fn lifeboat() -> Command {
             c.env_remove(k);
         }
     }
-    c.env("LIFEBOAT_CACHE_DIR", root().join("target").join("test-cache"));
+    c.env(
+        "LIFEBOAT_CACHE_DIR",
+        root().join("target").join("test-cache"),
+    );
     c.env("NO_COLOR", "1");
     c
 }
@@ -44,7 +50,10 @@ pub fn testkit_wasm() -> PathBuf {
 pub fn transcript(out: &Output) -> String {
     format!(
         "exit: {}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
+        out.status
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "signal".into()),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
@@ -57,12 +66,16 @@ pub fn insta_settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.set_snapshot_path(root().join("tests").join("snapshots"));
     s.set_prepend_module_to_snapshot(false);
-    s.add_filter(r"run \d+-[a-z0-9-]+-\d+ \(state in [^)]*\)", "run [RUN] (state in [STATE])");
+    s.add_filter(
+        r"run \d+-[a-z0-9-]+-\d+ \(state in [^)]*\)",
+        "run [RUN] (state in [STATE])",
+    );
     s.add_filter(r"resuming run \d+-[a-z0-9-]+-\d+", "resuming run [RUN]");
     s.add_filter(r"/tmp/[A-Za-z0-9._/-]+", "[TMP]");
     s.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
     s.add_filter(r"\(digest [0-9a-f]{12}\)", "(digest [PLUGIN])");
     s.add_filter(r#""digest": "[0-9a-f]{64}""#, r#""digest": "[DIGEST]""#);
+    s.add_filter(r"digest: [0-9a-f]{64}", "digest: [DIGEST]");
     s
 }
 
@@ -95,7 +108,11 @@ impl Server {
                 std::thread::spawn(move || handle(conn, &c, &st));
             }
         });
-        Server { port, counts, state }
+        Server {
+            port,
+            counts,
+            state,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -185,6 +202,14 @@ fn handle(mut conn: TcpStream, counts: &Mutex<HashMap<String, u32>>, state: &Mut
         std::thread::sleep(std::time::Duration::from_secs(60));
         return;
     }
-    let (status, body) = if fail { ("503 Service Unavailable", "busy") } else { ("200 OK", "ok") };
-    let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let (status, body) = if fail {
+        ("503 Service Unavailable", "busy")
+    } else {
+        ("200 OK", "ok")
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }

@@ -34,14 +34,21 @@ pub fn plugin_bytes(spec: &str, base: &Path) -> Result<(String, Vec<u8>), Failur
     if let Some(name) = spec.strip_prefix("builtin:") {
         let b = lifeboat_bundled::get(name).ok_or_else(|| {
             let names: Vec<&str> = lifeboat_bundled::ALL.iter().map(|b| b.name).collect();
-            Failure::Invalid(format!("error: no bundled plugin `{name}`; bundled: {}", names.join(", ")))
+            Failure::Invalid(format!(
+                "error: no bundled plugin `{name}`; bundled: {}",
+                names.join(", ")
+            ))
         })?;
         return Ok((name.to_string(), b.wasm.to_vec()));
     }
     let path = base.join(spec);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| Failure::Invalid(format!("error: cannot read plugin {}: {e}", path.display())))?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| spec.to_string());
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Failure::Invalid(format!("error: cannot read plugin {}: {e}", path.display()))
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| spec.to_string());
     Ok((name, bytes))
 }
 
@@ -70,47 +77,79 @@ impl Loaded {
     /// Parse, load plugins, validate. Problems with the file are diagnostics (exit 2).
     pub async fn load(file: &Path) -> Result<Loaded, Failure> {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            Failure::Invalid(format!("error: cannot read workflow {}: {e}", file.display()))
+            Failure::Invalid(format!(
+                "error: cannot read workflow {}: {e}",
+                file.display()
+            ))
         })?;
         let source = SourceFile::new(file.display().to_string(), text);
-        let doc = lifeboat_workflow::parse(Arc::clone(&source)).map_err(|d| Failure::Invalid(d.render()))?;
+        let doc = lifeboat_workflow::parse(Arc::clone(&source))
+            .map_err(|d| Failure::Invalid(d.render()))?;
         let runtime = runtime()?;
-        let base = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let mut results = IndexMap::new();
         for (alias, src, _span) in doc.plugin_sources() {
             let r = match &src {
                 PluginSource::Builtin(name) => match lifeboat_bundled::get(name) {
-                    Some(b) => runtime.load(&alias, b.wasm).await.map_err(|e| e.to_string()),
+                    Some(b) => runtime
+                        .load(&alias, b.wasm)
+                        .await
+                        .map_err(|e| e.to_string()),
                     None => {
-                        let names: Vec<&str> = lifeboat_bundled::ALL.iter().map(|b| b.name).collect();
-                        Err(format!("no bundled plugin `{name}` (bundled: {})", names.join(", ")))
+                        let names: Vec<&str> =
+                            lifeboat_bundled::ALL.iter().map(|b| b.name).collect();
+                        Err(format!(
+                            "no bundled plugin `{name}` (bundled: {})",
+                            names.join(", ")
+                        ))
                     }
                 },
                 PluginSource::Path(p) => {
                     let path = base.join(p);
-                    runtime.load_file(&alias, &path).await.map_err(|e| e.to_string())
+                    runtime
+                        .load_file(&alias, &path)
+                        .await
+                        .map_err(|e| e.to_string())
                 }
             };
             results.insert(alias, r);
         }
         let catalog = LoadCatalog { results };
-        let workflow = lifeboat_workflow::validate(doc, &catalog).map_err(|d| Failure::Invalid(d.render()))?;
+        let workflow =
+            lifeboat_workflow::validate(doc, &catalog).map_err(|d| Failure::Invalid(d.render()))?;
         let mut plugins = IndexMap::new();
         for (alias, r) in catalog.results {
             let Ok(plugin) = r else { continue };
-            let Some(decl) = workflow.plugins.get(&alias) else { continue };
+            let Some(decl) = workflow.plugins.get(&alias) else {
+                continue;
+            };
             let mut http = Vec::new();
             for g in &decl.grants.http {
-                http.push(HostPattern::parse(g).map_err(|e| Failure::Invalid(format!("error: plugin `{alias}`: http grant {e}")))?);
+                http.push(HostPattern::parse(g).map_err(|e| {
+                    Failure::Invalid(format!("error: plugin `{alias}`: http grant {e}"))
+                })?);
             }
             let policy = Policy {
                 http,
-                memory: decl.limits.memory.unwrap_or(lifeboat_runtime::DEFAULT_MEMORY),
-                timeout: decl.limits.timeout.unwrap_or(lifeboat_runtime::DEFAULT_TIMEOUT),
+                memory: decl
+                    .limits
+                    .memory
+                    .unwrap_or(lifeboat_runtime::DEFAULT_MEMORY),
+                timeout: decl
+                    .limits
+                    .timeout
+                    .unwrap_or(lifeboat_runtime::DEFAULT_TIMEOUT),
             };
             plugins.insert(alias, (plugin, policy));
         }
-        Ok(Loaded { runtime, workflow, plugins })
+        Ok(Loaded {
+            runtime,
+            workflow,
+            plugins,
+        })
     }
 
     /// Secret values from the environment.
@@ -157,8 +196,15 @@ impl Loaded {
     }
 
     /// Make the plan.
-    pub async fn plan(&self, file: &Path, inputs: &IndexMap<String, String>) -> Result<Plan, Failure> {
-        let inputs = self.workflow.bind_inputs(inputs).map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+    pub async fn plan(
+        &self,
+        file: &Path,
+        inputs: &IndexMap<String, String>,
+    ) -> Result<Plan, Failure> {
+        let inputs = self
+            .workflow
+            .bind_inputs(inputs)
+            .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
         let setup = PlanSetup {
             file: file.display().to_string(),
             inputs,
@@ -169,7 +215,8 @@ impl Loaded {
         lifeboat_plan::make_plan(&self.workflow, &setup, &self.calls())
             .await
             .map_err(|e| match e {
-                lifeboat_plan::PlanError::Input(_) | lifeboat_plan::PlanError::MissingSecret { .. } => {
+                lifeboat_plan::PlanError::Input(_)
+                | lifeboat_plan::PlanError::MissingSecret { .. } => {
                     Failure::Invalid(format!("error: {e}"))
                 }
                 other => Failure::Failed(anyhow!("planning failed: {other}")),
@@ -199,14 +246,21 @@ impl Loaded {
                         &p.digest[..12.min(p.digest.len())]
                     )));
                 }
-                None => return Err(Failure::Invalid(format!("error: plugin `{alias}` of the plan is gone from the workflow"))),
+                None => {
+                    return Err(Failure::Invalid(format!(
+                        "error: plugin `{alias}` of the plan is gone from the workflow"
+                    )));
+                }
             }
         }
         Ok(())
     }
 
     pub fn calls(&self) -> Calls<'_> {
-        Calls { runtime: &self.runtime, plugins: &self.plugins }
+        Calls {
+            runtime: &self.runtime,
+            plugins: &self.plugins,
+        }
     }
 }
 
@@ -229,7 +283,10 @@ impl Calls<'_> {
 }
 
 fn failure(e: lifeboat_runtime::CallError) -> CallFailure {
-    CallFailure { retryable: e.retryable(), message: e.to_string() }
+    CallFailure {
+        retryable: e.retryable(),
+        message: e.to_string(),
+    }
 }
 
 impl PluginCalls for Calls<'_> {
@@ -242,7 +299,10 @@ impl PluginCalls for Calls<'_> {
         timeout: Duration,
     ) -> Result<contract::PlanResult, CallFailure> {
         let (p, pol) = self.get(alias, timeout)?;
-        self.runtime.plan(p, &pol, ctx, step, inputs).await.map_err(failure)
+        self.runtime
+            .plan(p, &pol, ctx, step, inputs)
+            .await
+            .map_err(failure)
     }
 
     async fn apply(
@@ -255,7 +315,10 @@ impl PluginCalls for Calls<'_> {
         timeout: Duration,
     ) -> Result<Vec<(String, serde_json::Value)>, CallFailure> {
         let (p, pol) = self.get(alias, timeout)?;
-        self.runtime.apply(p, &pol, ctx, step, inputs, action).await.map_err(failure)
+        self.runtime
+            .apply(p, &pol, ctx, step, inputs, action)
+            .await
+            .map_err(failure)
     }
 }
 
@@ -265,14 +328,25 @@ pub fn describe_text(p: &Plugin) -> String {
     let i = p.info();
     let mut o = String::new();
     let _ = writeln!(o, "{} {} — {}", i.name, i.version, i.doc);
-    let _ = writeln!(o, "contract: {}@{}", contract::WIT_PACKAGE, contract::WIT_VERSION);
+    let _ = writeln!(
+        o,
+        "contract: {}@{}",
+        contract::WIT_PACKAGE,
+        contract::WIT_VERSION
+    );
     let _ = writeln!(o, "digest: {}", p.digest());
     for s in &i.steps {
         let _ = writeln!(o, "\nstep {} — {}", s.name, s.doc);
         for f in &s.inputs {
             let req = if f.required { ", required" } else { "" };
             let sens = if f.sensitive { ", sensitive" } else { "" };
-            let _ = writeln!(o, "  in  {}: {}{req}{sens}  {}", f.name, f.ty.as_str(), f.doc);
+            let _ = writeln!(
+                o,
+                "  in  {}: {}{req}{sens}  {}",
+                f.name,
+                f.ty.as_str(),
+                f.doc
+            );
         }
         for f in &s.outputs {
             let _ = writeln!(o, "  out {}: {}  {}", f.name, f.ty.as_str(), f.doc);

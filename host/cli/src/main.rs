@@ -23,15 +23,26 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "lifeboat", version, about = "Disaster-recovery workflows run by sandboxed WebAssembly plugins")]
-#[command(after_help = "Exit codes: 0 success, 1 a run or plugin failed, 2 invalid input.\nLogs: -v, -vv or RUST_LOG=lifeboat=debug.")]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Disaster-recovery workflows run by sandboxed WebAssembly plugins"
+)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 a run or plugin failed, 2 invalid input.\nLogs: -v, -vv or RUST_LOG=lifeboat=debug."
+)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
     /// Where runs keep their plan and journal.
-    #[arg(long, global = true, env = "LIFEBOAT_STATE_DIR", default_value = ".lifeboat")]
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_STATE_DIR",
+        default_value = ".lifeboat"
+    )]
     state_dir: PathBuf,
 
     #[command(subcommand)]
@@ -131,7 +142,10 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -182,7 +196,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(0)
         }
-        Command::Plan { file, inputs, format, out } => {
+        Command::Plan {
+            file,
+            inputs,
+            format,
+            out,
+        } => {
             let loaded = Loaded::load(&file).await?;
             let plan = loaded.plan(&file, &parse_inputs(&inputs)?).await?;
             if let Some(out) = &out {
@@ -205,9 +224,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let run_dir = new_run_dir(&cli.state_dir, &file, &plan)?;
             execute(&loaded, &plan, &run_dir, &run).await
         }
-        Command::Apply { plan, workflow, run } => {
-            let text = std::fs::read_to_string(&plan)
-                .map_err(|e| Failure::Invalid(format!("error: cannot read plan {}: {e}", plan.display())))?;
+        Command::Apply {
+            plan,
+            workflow,
+            run,
+        } => {
+            let text = std::fs::read_to_string(&plan).map_err(|e| {
+                Failure::Invalid(format!("error: cannot read plan {}: {e}", plan.display()))
+            })?;
             let p = Plan::from_json(&text)
                 .map_err(|e| Failure::Invalid(format!("error: {}: {e}", plan.display())))?;
             let file = workflow.unwrap_or_else(|| PathBuf::from(&p.workflow.file));
@@ -219,8 +243,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Resume { run_id, run } => {
             let run_dir = find_run(&cli.state_dir, run_id.as_deref())?;
             let meta: RunMeta = serde_json::from_str(
-                &std::fs::read_to_string(run_dir.join("run.json"))
-                    .with_context(|| format!("cannot read {}", run_dir.join("run.json").display()))?,
+                &std::fs::read_to_string(run_dir.join("run.json")).with_context(|| {
+                    format!("cannot read {}", run_dir.join("run.json").display())
+                })?,
             )
             .with_context(|| format!("{} is damaged", run_dir.join("run.json").display()))?;
             let text = std::fs::read_to_string(run_dir.join("plan.json"))
@@ -240,14 +265,24 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     .map_err(|e| Failure::Failed(anyhow!("bundled plugin `{}`: {e}", b.name)))?;
                 let info = p.info();
                 let steps: Vec<&str> = info.steps.iter().map(|s| s.name.as_str()).collect();
-                println!("builtin:{}  {} {}  steps: {}  — {}", b.name, info.name, info.version, steps.join(", "), info.doc);
+                println!(
+                    "builtin:{}  {} {}  steps: {}  — {}",
+                    b.name,
+                    info.name,
+                    info.version,
+                    steps.join(", "),
+                    info.doc
+                );
             }
             Ok(0)
         }
         Command::Plugin(PluginCommand::Inspect { plugin, format }) => {
             let rt = load::runtime()?;
             let (name, bytes) = load::plugin_bytes(&plugin, Path::new("."))?;
-            let p = rt.load(&name, &bytes).await.map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+            let p = rt
+                .load(&name, &bytes)
+                .await
+                .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
             match format {
                 Format::Json => {
                     let v = serde_json::json!({
@@ -262,7 +297,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&lifeboat_workflow::json_schema()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&lifeboat_workflow::json_schema()).unwrap_or_default()
+            );
             Ok(0)
         }
     }
@@ -297,9 +335,15 @@ fn new_run_dir(state: &Path, workflow: &Path, plan: &Plan) -> Result<PathBuf, Fa
     let dir = state.join("runs").join(&run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let workflow = std::fs::canonicalize(workflow).unwrap_or_else(|_| workflow.to_path_buf());
-    let meta = RunMeta { run_id: run_id.clone(), workflow };
-    std::fs::write(dir.join("run.json"), serde_json::to_string_pretty(&meta).unwrap_or_default())
-        .with_context(|| format!("cannot write {}", dir.display()))?;
+    let meta = RunMeta {
+        run_id: run_id.clone(),
+        workflow,
+    };
+    std::fs::write(
+        dir.join("run.json"),
+        serde_json::to_string_pretty(&meta).unwrap_or_default(),
+    )
+    .with_context(|| format!("cannot write {}", dir.display()))?;
     std::fs::write(dir.join("plan.json"), plan.to_json())
         .with_context(|| format!("cannot write {}", dir.display()))?;
     eprintln!("run {run_id} (state in {})", dir.display());
@@ -314,30 +358,49 @@ fn find_run(state: &Path, id: Option<&str>) -> Result<PathBuf, Failure> {
         if d.is_dir() {
             return Ok(d);
         }
-        return Err(Failure::Invalid(format!("error: no run `{id}` in {}", runs.display())));
+        return Err(Failure::Invalid(format!(
+            "error: no run `{id}` in {}",
+            runs.display()
+        )));
     }
     let mut candidates: Vec<(u64, PathBuf)> = vec![];
     for e in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
         let path = e.path();
-        let records = lifeboat_engine::Journal::read(&path.join("journal.jsonl")).unwrap_or_default();
-        let finished_ok = records.iter().any(|r| matches!(r, lifeboat_engine::Record::RunFinished { ok: true }));
+        let records =
+            lifeboat_engine::Journal::read(&path.join("journal.jsonl")).unwrap_or_default();
+        let finished_ok = records
+            .iter()
+            .any(|r| matches!(r, lifeboat_engine::Record::RunFinished { ok: true }));
         if finished_ok {
             continue;
         }
         let name = e.file_name().to_string_lossy().to_string();
-        let secs = name.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let secs = name
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         candidates.push((secs, path));
     }
     candidates.sort();
     candidates.pop().map(|(_, p)| p).ok_or_else(|| {
-        Failure::Invalid(format!("error: no unfinished run to resume in {}", runs.display()))
+        Failure::Invalid(format!(
+            "error: no unfinished run to resume in {}",
+            runs.display()
+        ))
     })
 }
 
-async fn execute(loaded: &Loaded, plan: &Plan, run_dir: &Path, args: &RunArgs) -> Result<u8, Failure> {
+async fn execute(
+    loaded: &Loaded,
+    plan: &Plan,
+    run_dir: &Path,
+    args: &RunArgs,
+) -> Result<u8, Failure> {
     let reporter = progress::Progress::new(plan);
     let calls = loaded.calls();
-    let span = tracing::info_span!("run", workflow = %plan.workflow.name, run_dir = %run_dir.display());
+    let span =
+        tracing::info_span!("run", workflow = %plan.workflow.name, run_dir = %run_dir.display());
     let report = lifeboat_engine::apply(lifeboat_engine::Apply {
         workflow: &loaded.workflow,
         plan,
@@ -356,7 +419,10 @@ async fn execute(loaded: &Loaded, plan: &Plan, run_dir: &Path, args: &RunArgs) -
     })?;
     reporter.finish();
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
         Format::Text => print!("{}", progress::render_report(&report)),
     }
     Ok(if report.ok { 0 } else { EXIT_FAILED })

@@ -18,7 +18,9 @@ impl Progress {
         }
         let total: usize = plan.steps.iter().map(|s| s.actions.len()).sum();
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} actions  {msg}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} actions  {msg}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         Progress { bar: Some(bar) }
@@ -50,13 +52,19 @@ impl Reporter for Progress {
                 if let Some(b) = &self.bar {
                     b.inc_length(*actions as u64);
                 }
-                self.line(format!("  planned  {step}: {actions} action(s), deferred until now"));
+                self.line(format!(
+                    "  planned  {step}: {actions} action(s), deferred until now"
+                ));
             }
             Event::ActionReused { step, action, .. } => {
                 if let Some(b) = &self.bar {
                     b.inc(1);
                 }
-                self.line(format!("  reused   {step}  {} {}  (done in an earlier attempt)", action.kind.sigil(), action.resource));
+                self.line(format!(
+                    "  reused   {step}  {} {}  (done in an earlier attempt)",
+                    action.kind.sigil(),
+                    action.resource
+                ));
             }
             Event::ActionStarted { step, action, .. } => {
                 if let Some(b) = &self.bar {
@@ -67,14 +75,25 @@ impl Reporter for Progress {
                 if let Some(b) = &self.bar {
                     b.inc(1);
                 }
-                self.line(format!("  applied  {step}  {} {}", action.kind.sigil(), action.resource));
+                self.line(format!(
+                    "  applied  {step}  {} {}",
+                    action.kind.sigil(),
+                    action.resource
+                ));
             }
-            Event::ActionRetry { step, error, delay, .. } => {
-                self.line(format!("  retry    {step}: {error} (next attempt in {} ms)", delay.as_millis()));
+            Event::ActionRetry {
+                step, error, delay, ..
+            } => {
+                self.line(format!(
+                    "  retry    {step}: {error} (next attempt in {} ms)",
+                    delay.as_millis()
+                ));
             }
             Event::StepDone { .. } => {}
             Event::StepFailed { step, error } => self.line(format!("  FAILED   {step}: {error}")),
-            Event::StepSkipped { step, reason } => self.line(format!("  skipped  {step}: {reason}")),
+            Event::StepSkipped { step, reason } => {
+                self.line(format!("  skipped  {step}: {reason}"))
+            }
         }
     }
 }
@@ -84,7 +103,11 @@ pub fn render_report(r: &RunReport) -> String {
     let mut o = String::new();
     let applied: usize = r.steps.iter().map(|s| s.applied).sum();
     let reused: usize = r.steps.iter().map(|s| s.reused).sum();
-    let failed = r.steps.iter().filter(|s| s.status == Status::Failed).count();
+    let failed = r
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::Failed)
+        .count();
     let _ = writeln!(
         o,
         "Result: {} — {applied} action(s) applied, {reused} reused from an earlier attempt, {failed} step(s) failed",
@@ -102,7 +125,11 @@ pub fn render_report(r: &RunReport) -> String {
             let _ = writeln!(o, "    error: {e}");
         }
         for (k, v) in &s.outputs {
-            let v = if is_placeholder(v) { "(unknown)".to_string() } else { v.to_string() };
+            let v = if is_placeholder(v) {
+                "(unknown)".to_string()
+            } else {
+                v.to_string()
+            };
             let _ = writeln!(o, "    {k} = {v}");
         }
     }

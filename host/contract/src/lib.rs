@@ -48,7 +48,7 @@ impl FieldType {
             FieldType::Boolean => v.is_boolean(),
             FieldType::List => v.is_array(),
             FieldType::Object => v.is_object(),
-            FieldType::Any => true
+            FieldType::Any => true,
         }
     }
 }

@@ -17,18 +17,38 @@ use crate::EngineError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Record {
-    RunStarted { plan_digest: String },
+    RunStarted {
+        plan_digest: String,
+    },
     /// A deferred instance was planned during apply.
     StepPlanned {
         step: String,
         actions: Vec<Action>,
         outputs: IndexMap<String, Value>,
     },
-    ActionStarted { step: String, action: usize, attempt: u32 },
-    ActionDone { step: String, action: usize, outputs: IndexMap<String, Value> },
-    ActionFailed { step: String, action: usize, attempt: u32, error: String },
-    StepSkipped { step: String, reason: String },
-    RunFinished { ok: bool },
+    ActionStarted {
+        step: String,
+        action: usize,
+        attempt: u32,
+    },
+    ActionDone {
+        step: String,
+        action: usize,
+        outputs: IndexMap<String, Value>,
+    },
+    ActionFailed {
+        step: String,
+        action: usize,
+        attempt: u32,
+        error: String,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+    },
+    RunFinished {
+        ok: bool,
+    },
 }
 
 /// An open journal.
@@ -49,15 +69,22 @@ impl Journal {
             opts.mode(0o600);
         }
         let file = opts.open(path).map_err(|e| EngineError::io(path, e))?;
-        Ok(Journal { path: path.to_path_buf(), file })
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Append one record durably.
     pub fn write(&mut self, r: &Record) -> Result<(), EngineError> {
         let mut line = serde_json::to_string(r).map_err(|e| EngineError::Journal(e.to_string()))?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|e| EngineError::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| EngineError::io(&self.path, e))
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| EngineError::io(&self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| EngineError::io(&self.path, e))
     }
 
     /// Read every complete record.
@@ -105,10 +132,19 @@ impl Replay {
         for rec in records {
             match rec {
                 Record::RunStarted { plan_digest } => r.plan_digest = Some(plan_digest.clone()),
-                Record::StepPlanned { step, actions, outputs } => {
-                    r.planned.insert(step.clone(), (actions.clone(), outputs.clone()));
+                Record::StepPlanned {
+                    step,
+                    actions,
+                    outputs,
+                } => {
+                    r.planned
+                        .insert(step.clone(), (actions.clone(), outputs.clone()));
                 }
-                Record::ActionDone { step, action, outputs } => {
+                Record::ActionDone {
+                    step,
+                    action,
+                    outputs,
+                } => {
                     r.done.insert((step.clone(), *action), outputs.clone());
                 }
                 Record::RunFinished { ok } => r.finished = Some(*ok),
@@ -128,8 +164,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
         let mut j = Journal::open(&p).unwrap();
-        j.write(&Record::RunStarted { plan_digest: "d".into() }).unwrap();
-        j.write(&Record::ActionDone { step: "a".into(), action: 0, outputs: IndexMap::new() }).unwrap();
+        j.write(&Record::RunStarted {
+            plan_digest: "d".into(),
+        })
+        .unwrap();
+        j.write(&Record::ActionDone {
+            step: "a".into(),
+            action: 0,
+            outputs: IndexMap::new(),
+        })
+        .unwrap();
         drop(j);
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"event\":\"action-do").unwrap();
@@ -137,7 +181,8 @@ mod tests {
         assert_eq!(recs.len(), 2);
         let replay = Replay::from_records(&recs);
         assert!(replay.done.contains_key(&("a".to_string(), 0)));
-        f.write_all(b"\n{\"event\":\"run-finished\",\"ok\":true}\n").unwrap();
+        f.write_all(b"\n{\"event\":\"run-finished\",\"ok\":true}\n")
+            .unwrap();
         assert!(Journal::read(&p).is_err());
     }
 }

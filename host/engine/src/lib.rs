@@ -29,7 +29,10 @@ pub use journal::{Journal, Record, Replay};
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("journal: {0}")]
     Journal(String),
     #[error("{0}")]
@@ -40,22 +43,56 @@ pub enum EngineError {
 
 impl EngineError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        EngineError::Io { path: path.to_path_buf(), source }
+        EngineError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
 /// Something the engine did, for progress displays and logs.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
-    StepStarted { step: &'a str },
-    StepPlanned { step: &'a str, actions: usize },
-    ActionReused { step: &'a str, index: usize, action: &'a Action },
-    ActionStarted { step: &'a str, index: usize, action: &'a Action, attempt: u32 },
-    ActionDone { step: &'a str, index: usize, action: &'a Action },
-    ActionRetry { step: &'a str, index: usize, error: &'a str, delay: Duration },
-    StepDone { step: &'a str },
-    StepFailed { step: &'a str, error: &'a str },
-    StepSkipped { step: &'a str, reason: &'a str },
+    StepStarted {
+        step: &'a str,
+    },
+    StepPlanned {
+        step: &'a str,
+        actions: usize,
+    },
+    ActionReused {
+        step: &'a str,
+        index: usize,
+        action: &'a Action,
+    },
+    ActionStarted {
+        step: &'a str,
+        index: usize,
+        action: &'a Action,
+        attempt: u32,
+    },
+    ActionDone {
+        step: &'a str,
+        index: usize,
+        action: &'a Action,
+    },
+    ActionRetry {
+        step: &'a str,
+        index: usize,
+        error: &'a str,
+        delay: Duration,
+    },
+    StepDone {
+        step: &'a str,
+    },
+    StepFailed {
+        step: &'a str,
+        error: &'a str,
+    },
+    StepSkipped {
+        step: &'a str,
+        reason: &'a str,
+    },
 }
 
 /// Receives [`Event`]s.
@@ -158,7 +195,9 @@ pub async fn apply<P: PluginCalls>(a: Apply<'_, P>) -> Result<RunReport, EngineE
         reports: Mutex::new(Vec::new()),
     };
     if shared.replay.plan_digest.is_none() {
-        shared.record(&Record::RunStarted { plan_digest: digest })?;
+        shared.record(&Record::RunStarted {
+            plan_digest: digest,
+        })?;
     }
     let vars = lifeboat_plan::scope::eval_vars(a.workflow, &a.plan.inputs, a.secrets)?;
     let redactor = Redactor::new(a.secrets);
@@ -181,7 +220,10 @@ pub async fn apply<P: PluginCalls>(a: Apply<'_, P>) -> Result<RunReport, EngineE
             started.insert(step.id.clone());
             if let Some(bad) = step.needs.iter().find(|n| finished.get(*n) == Some(&false)) {
                 let reason = format!("step `{bad}` did not succeed");
-                a.reporter.event(&Event::StepSkipped { step: &step.id, reason: &reason });
+                a.reporter.event(&Event::StepSkipped {
+                    step: &step.id,
+                    reason: &reason,
+                });
                 shared.report(StepReport {
                     id: step.id.clone(),
                     status: Status::Blocked,
@@ -195,14 +237,21 @@ pub async fn apply<P: PluginCalls>(a: Apply<'_, P>) -> Result<RunReport, EngineE
                 continue;
             }
             let snapshot = outputs.clone();
-            let ctx = StepCtx { a: &a, shared: &shared, redactor: &redactor, vars: &vars };
+            let ctx = StepCtx {
+                a: &a,
+                shared: &shared,
+                redactor: &redactor,
+                vars: &vars,
+            };
             let span = tracing::info_span!("step", workflow = %a.workflow.name, step = %step.id);
             running.push(async move {
                 let r = run_step(ctx, step, snapshot).instrument(span).await;
                 (step.id.clone(), step.for_each.is_some(), r)
             });
         }
-        let Some((id, for_each, result)) = running.next().await else { break };
+        let Some((id, for_each, result)) = running.next().await else {
+            break;
+        };
         match result {
             Ok(StepOutcome { ok, instances }) => {
                 outputs.set_instances(&id, for_each, instances);
@@ -216,17 +265,28 @@ pub async fn apply<P: PluginCalls>(a: Apply<'_, P>) -> Result<RunReport, EngineE
     drop(running);
     let mut steps = shared.reports.lock().map(|v| v.clone()).unwrap_or_default();
     // Report in plan order, then anything planned only during apply.
-    let pos: HashMap<&str, usize> =
-        a.workflow.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let pos: HashMap<&str, usize> = a
+        .workflow
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
     steps.sort_by_key(|r| {
         let base = r.id.split('[').next().unwrap_or(&r.id);
-        (pos.get(base).copied().unwrap_or(usize::MAX), instance_rank(a.plan, &r.id))
+        (
+            pos.get(base).copied().unwrap_or(usize::MAX),
+            instance_rank(a.plan, &r.id),
+        )
     });
     Ok(RunReport { ok, steps })
 }
 
 fn instance_rank(plan: &Plan, id: &str) -> usize {
-    plan.steps.iter().position(|s| s.id == id).unwrap_or(usize::MAX)
+    plan.steps
+        .iter()
+        .position(|s| s.id == id)
+        .unwrap_or(usize::MAX)
 }
 
 struct StepCtx<'r, 'a, P: PluginCalls> {
@@ -266,7 +326,10 @@ async fn run_step<P: PluginCalls>(
         }
         Err(e) => {
             let msg = e.to_string();
-            a.reporter.event(&Event::StepFailed { step: &step.id, error: &msg });
+            a.reporter.event(&Event::StepFailed {
+                step: &step.id,
+                error: &msg,
+            });
             cx.shared.report(StepReport {
                 id: step.id.clone(),
                 status: Status::Failed,
@@ -275,7 +338,10 @@ async fn run_step<P: PluginCalls>(
                 error: Some(msg),
                 outputs: IndexMap::new(),
             });
-            return Ok(StepOutcome { ok: false, instances: vec![] });
+            return Ok(StepOutcome {
+                ok: false,
+                instances: vec![],
+            });
         }
     };
     // Every instance the plan fixed must still be there.
@@ -289,10 +355,14 @@ async fn run_step<P: PluginCalls>(
         }
     }
     // Instances run concurrently up to the same bound, results in order.
-    let results: Vec<_> = futures_util::stream::iter(instances.into_iter().map(|inst| run_instance(cx, step, inst)))
-        .buffered(a.max_parallel.max(1))
-        .collect()
-        .await;
+    let results: Vec<_> = futures_util::stream::iter(
+        instances
+            .into_iter()
+            .map(|inst| run_instance(cx, step, inst)),
+    )
+    .buffered(a.max_parallel.max(1))
+    .collect()
+    .await;
     let mut ok = true;
     let mut outs = Vec::with_capacity(results.len());
     for r in results {
@@ -303,7 +373,10 @@ async fn run_step<P: PluginCalls>(
     if ok {
         a.reporter.event(&Event::StepDone { step: &step.id });
     }
-    Ok(StepOutcome { ok, instances: outs })
+    Ok(StepOutcome {
+        ok,
+        instances: outs,
+    })
 }
 
 /// Apply one instance; returns (ok, outputs; `None` when skipped).
@@ -314,7 +387,10 @@ async fn run_instance<P: PluginCalls>(
 ) -> Result<(bool, Option<IndexMap<String, Val>>), EngineError> {
     let a = cx.a;
     let fail = |error: String, applied, reused| {
-        a.reporter.event(&Event::StepFailed { step: &inst.id, error: &error });
+        a.reporter.event(&Event::StepFailed {
+            step: &inst.id,
+            error: &error,
+        });
         cx.shared.report(StepReport {
             id: inst.id.clone(),
             status: Status::Failed,
@@ -326,8 +402,14 @@ async fn run_instance<P: PluginCalls>(
     };
     let inputs = match &inst.state {
         InstanceState::Skipped(reason) => {
-            a.reporter.event(&Event::StepSkipped { step: &inst.id, reason });
-            cx.shared.record(&Record::StepSkipped { step: inst.id.clone(), reason: reason.clone() })?;
+            a.reporter.event(&Event::StepSkipped {
+                step: &inst.id,
+                reason,
+            });
+            cx.shared.record(&Record::StepSkipped {
+                step: inst.id.clone(),
+                reason: reason.clone(),
+            })?;
             cx.shared.report(StepReport {
                 id: inst.id.clone(),
                 status: Status::Skipped,
@@ -339,7 +421,11 @@ async fn run_instance<P: PluginCalls>(
             return Ok((true, None));
         }
         InstanceState::Deferred(waiting) => {
-            fail(format!("inputs still unknown: {}", waiting.join(", ")), 0, 0);
+            fail(
+                format!("inputs still unknown: {}", waiting.join(", ")),
+                0,
+                0,
+            );
             return Ok((false, None));
         }
         InstanceState::Ready(inputs) => inputs.clone(),
@@ -348,7 +434,9 @@ async fn run_instance<P: PluginCalls>(
     let info = a.step_infos.get(&uses);
     let plugin = a.plan.plugins.get(&step.plugin);
     let timeout = Duration::from_millis(
-        plugin.map(|p| lifeboat_plan::step_timeout_ms(step, p)).unwrap_or(60_000),
+        plugin
+            .map(|p| lifeboat_plan::step_timeout_ms(step, p))
+            .unwrap_or(60_000),
     );
     let input_value = Value::Object(inputs.clone().into_iter().collect());
     let planned = a.plan.steps.iter().find(|s| s.id == inst.id);
@@ -363,7 +451,11 @@ async fn run_instance<P: PluginCalls>(
                     inst.id
                 )));
             }
-            let known = p.outputs.iter().filter(|(_, v)| !is_placeholder(v)).map(|(k, v)| (k.clone(), v.clone()));
+            let known = p
+                .outputs
+                .iter()
+                .filter(|(_, v)| !is_placeholder(v))
+                .map(|(k, v)| (k.clone(), v.clone()));
             (p.actions.clone(), known.collect())
         }
         _ => match cx.shared.replay.planned.get(&inst.id) {
@@ -375,7 +467,11 @@ async fn run_instance<P: PluginCalls>(
                     action_index: 0,
                     attempt: 1,
                 };
-                match a.calls.plan(&step.plugin, &ctx, &step.step, &input_value, timeout).await {
+                match a
+                    .calls
+                    .plan(&step.plugin, &ctx, &step.step, &input_value, timeout)
+                    .await
+                {
                     Ok(r) => {
                         let outs: IndexMap<String, Value> = r
                             .outputs
@@ -387,7 +483,10 @@ async fn run_instance<P: PluginCalls>(
                             actions: r.actions.clone(),
                             outputs: outs.clone(),
                         })?;
-                        a.reporter.event(&Event::StepPlanned { step: &inst.id, actions: r.actions.len() });
+                        a.reporter.event(&Event::StepPlanned {
+                            step: &inst.id,
+                            actions: r.actions.len(),
+                        });
                         (r.actions, outs)
                     }
                     Err(f) => {
@@ -402,15 +501,28 @@ async fn run_instance<P: PluginCalls>(
     let (mut applied, mut reused) = (0, 0);
     for (index, action) in actions.iter().enumerate() {
         if let Some(done) = cx.shared.replay.done.get(&(inst.id.clone(), index)) {
-            a.reporter.event(&Event::ActionReused { step: &inst.id, index, action });
+            a.reporter.event(&Event::ActionReused {
+                step: &inst.id,
+                index,
+                action,
+            });
             outs.extend(done.clone());
             reused += 1;
             continue;
         }
         let mut attempt = 1;
         loop {
-            cx.shared.record(&Record::ActionStarted { step: inst.id.clone(), action: index, attempt })?;
-            a.reporter.event(&Event::ActionStarted { step: &inst.id, index, action, attempt });
+            cx.shared.record(&Record::ActionStarted {
+                step: inst.id.clone(),
+                action: index,
+                attempt,
+            })?;
+            a.reporter.event(&Event::ActionStarted {
+                step: &inst.id,
+                index,
+                action,
+                attempt,
+            });
             let ctx = CallContext {
                 workflow: a.workflow.name.clone(),
                 step_id: inst.id.clone(),
@@ -420,7 +532,14 @@ async fn run_instance<P: PluginCalls>(
             let span = tracing::info_span!("action", index, attempt, resource = %action.resource);
             let r = a
                 .calls
-                .apply(&step.plugin, &ctx, &step.step, &input_value, action, timeout)
+                .apply(
+                    &step.plugin,
+                    &ctx,
+                    &step.step,
+                    &input_value,
+                    action,
+                    timeout,
+                )
                 .instrument(span)
                 .await;
             match r {
@@ -431,7 +550,11 @@ async fn run_instance<P: PluginCalls>(
                         action: index,
                         outputs: o.clone(),
                     })?;
-                    a.reporter.event(&Event::ActionDone { step: &inst.id, index, action });
+                    a.reporter.event(&Event::ActionDone {
+                        step: &inst.id,
+                        index,
+                        action,
+                    });
                     outs.extend(o);
                     applied += 1;
                     break;
@@ -447,7 +570,12 @@ async fn run_instance<P: PluginCalls>(
                     if f.retryable && attempt < step.retry.attempts {
                         attempt += 1;
                         let delay = step.retry.delay_before(attempt);
-                        a.reporter.event(&Event::ActionRetry { step: &inst.id, index, error: &msg, delay });
+                        a.reporter.event(&Event::ActionRetry {
+                            step: &inst.id,
+                            index,
+                            error: &msg,
+                            delay,
+                        });
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -466,7 +594,14 @@ async fn run_instance<P: PluginCalls>(
         .iter()
         .map(|(k, v)| {
             let sensitive = info.and_then(|i| i.output(k)).is_some_and(|f| f.sensitive);
-            (k.clone(), if sensitive { Value::String("(sensitive)".into()) } else { cx.redactor.redact(v) })
+            (
+                k.clone(),
+                if sensitive {
+                    Value::String("(sensitive)".into())
+                } else {
+                    cx.redactor.redact(v)
+                },
+            )
         })
         .collect();
     cx.shared.report(StepReport {
@@ -477,5 +612,8 @@ async fn run_instance<P: PluginCalls>(
         error: None,
         outputs: shown,
     });
-    Ok((true, Some(outs.into_iter().map(|(k, v)| (k, Val::Known(v))).collect())))
+    Ok((
+        true,
+        Some(outs.into_iter().map(|(k, v)| (k, Val::Known(v))).collect()),
+    ))
 }

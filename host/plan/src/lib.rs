@@ -28,7 +28,9 @@ pub const PLAN_VERSION: u32 = 1;
 pub enum PlanError {
     #[error("{0}")]
     Input(#[from] WorkflowError),
-    #[error("secret `{name}` reads environment variable `{env}`, which is not set; export {env} before running")]
+    #[error(
+        "secret `{name}` reads environment variable `{env}`, which is not set; export {env} before running"
+    )]
     MissingSecret { name: String, env: String },
     #[error("step `{step}`: {source}")]
     Eval { step: String, source: EvalError },
@@ -204,7 +206,8 @@ pub fn placeholder(reference: &str) -> Value {
 
 /// Whether `v` is a placeholder.
 pub fn is_placeholder(v: &Value) -> bool {
-    v.as_object().is_some_and(|m| m.len() == 1 && m.contains_key("$after_apply"))
+    v.as_object()
+        .is_some_and(|m| m.len() == 1 && m.contains_key("$after_apply"))
 }
 
 /// Everything the planner needs besides the workflow.
@@ -232,7 +235,10 @@ pub fn read_secrets(
             Some(v) => {
                 out.insert(name.clone(), v);
             }
-            None => missing.push(PlanError::MissingSecret { name: name.clone(), env: decl.env.clone() }),
+            None => missing.push(PlanError::MissingSecret {
+                name: name.clone(),
+                env: decl.env.clone(),
+            }),
         }
     }
     match missing.len() {
@@ -264,20 +270,25 @@ pub enum InstanceState {
 /// Expand a step into instances for the current scope: `for_each` items,
 /// `if`, and inputs. `Err` for evaluation errors; a `for_each` over an
 /// unknown list gives `Ok(None)`.
-pub fn expand(
-    step: &Step,
-    scope: &WorkflowScope<'_>,
-) -> Result<Option<Vec<Instance>>, PlanError> {
-    let eval_err = |source| PlanError::Eval { step: step.id.clone(), source };
+pub fn expand(step: &Step, scope: &WorkflowScope<'_>) -> Result<Option<Vec<Instance>>, PlanError> {
+    let eval_err = |source| PlanError::Eval {
+        step: step.id.clone(),
+        source,
+    };
     let items: Vec<Option<(Value, usize)>> = match &step.for_each {
         None => vec![None],
         Some(t) => match t.eval(scope).map_err(eval_err)? {
             Val::Unknown(_) => return Ok(None),
-            Val::Known(Value::Array(items)) => {
-                items.into_iter().enumerate().map(|(i, v)| Some((v, i))).collect()
-            }
+            Val::Known(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Some((v, i)))
+                .collect(),
             Val::Known(other) => {
-                return Err(PlanError::NotAList { step: step.id.clone(), found: short(&other) });
+                return Err(PlanError::NotAList {
+                    step: step.id.clone(),
+                    found: short(&other),
+                });
             }
         },
     };
@@ -295,11 +306,18 @@ pub fn expand(
             Some((v, i)) => (Some(v.clone()), Some(*i)),
             None => (None, None),
         };
-        let state = match step.condition.as_ref().map(|c| c.eval(&scope)).transpose().map_err(eval_err)? {
+        let state = match step
+            .condition
+            .as_ref()
+            .map(|c| c.eval(&scope))
+            .transpose()
+            .map_err(eval_err)?
+        {
             Some(Val::Unknown(r)) => InstanceState::Deferred(vec![r]),
-            Some(Val::Known(Value::Bool(false))) => {
-                InstanceState::Skipped(format!("`if: {}` is false", step.condition.as_ref().map(|c| c.text()).unwrap_or("")))
-            }
+            Some(Val::Known(Value::Bool(false))) => InstanceState::Skipped(format!(
+                "`if: {}` is false",
+                step.condition.as_ref().map(|c| c.text()).unwrap_or("")
+            )),
             Some(Val::Known(Value::Bool(true))) | None => {
                 let mut inputs = IndexMap::new();
                 let mut waiting = BTreeSet::new();
@@ -320,10 +338,18 @@ pub fn expand(
                 }
             }
             Some(Val::Known(other)) => {
-                return Err(PlanError::NotABool { step: step.id.clone(), found: short(&other) });
+                return Err(PlanError::NotABool {
+                    step: step.id.clone(),
+                    found: short(&other),
+                });
             }
         };
-        out.push(Instance { id, item: item_v, index, state });
+        out.push(Instance {
+            id,
+            item: item_v,
+            index,
+            state,
+        });
     }
     Ok(Some(out))
 }
@@ -331,7 +357,10 @@ pub fn expand(
 /// `step[item]` for simple string/number items, else `step[index]`.
 fn instance_id(step: &str, item: &Value, index: usize) -> String {
     let simple = |s: &str| {
-        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     };
     match item {
         Value::String(s) if simple(s) => format!("{step}[{s}]"),
@@ -354,12 +383,18 @@ fn short(v: &Value) -> String {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     };
-    if s.len() > 40 { kind.to_string() } else { format!("{kind} ({s})") }
+    if s.len() > 40 {
+        kind.to_string()
+    } else {
+        format!("{kind} ({s})")
+    }
 }
 
 /// The deadline of one call of a step: step `timeout`, else the plugin's.
 pub fn step_timeout_ms(step: &Step, plugin: &PluginRef) -> u64 {
-    step.timeout.map(|d| d.as_millis() as u64).unwrap_or(plugin.limits.timeout_ms)
+    step.timeout
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(plugin.limits.timeout_ms)
 }
 
 /// Make the plan: evaluate every step in dependency order, ask plugins to
@@ -378,7 +413,10 @@ pub async fn make_plan<P: PluginCalls>(
     for step in wf.topo_order() {
         let scope = WorkflowScope::new(&setup.inputs, &vars, &setup.secrets, &scope_outputs);
         let Some(plugin) = setup.plugins.get(&step.plugin) else {
-            errors.push(PlanError::Plugin { step: step.id.clone(), message: format!("plugin `{}` is not loaded", step.plugin) });
+            errors.push(PlanError::Plugin {
+                step: step.id.clone(),
+                message: format!("plugin `{}` is not loaded", step.plugin),
+            });
             continue;
         };
         let uses = format!("{}/{}", step.plugin, step.step);
@@ -395,7 +433,10 @@ pub async fn make_plan<P: PluginCalls>(
             actions,
             outputs,
             timeout_ms: step_timeout_ms(step, plugin),
-            retry: RetryRef { attempts: step.retry.attempts, backoff_ms: step.retry.backoff.as_millis() as u64 },
+            retry: RetryRef {
+                attempts: step.retry.attempts,
+                backoff_ms: step.retry.backoff.as_millis() as u64,
+            },
         };
         let instances = match expand(step, &scope) {
             Ok(i) => i,
@@ -412,7 +453,9 @@ pub async fn make_plan<P: PluginCalls>(
                 step.id.clone(),
                 None,
                 None,
-                Disposition::Deferred { waiting_on: waiting },
+                Disposition::Deferred {
+                    waiting_on: waiting,
+                },
                 template_placeholders(step, &redactor),
                 vec![],
                 declared_outputs(info, &step.id, true),
@@ -421,44 +464,72 @@ pub async fn make_plan<P: PluginCalls>(
             continue;
         };
         let mut per_instance = Vec::with_capacity(instances.len());
+        let mut failed = false;
         for inst in instances {
             match inst.state {
                 InstanceState::Skipped(reason) => {
                     summary.skipped += 1;
                     per_instance.push(None);
-                    steps_out.push(base(inst.id, inst.item, inst.index, Disposition::Skipped { reason }, IndexMap::new(), vec![], IndexMap::new()));
-                }
-                InstanceState::Deferred(waiting) => {
-                    summary.deferred += 1;
-                    per_instance.push(Some(declared_outputs(info, &inst.id, true).into_iter().map(|(k, _)| {
-                        let r = format!("steps.{}.outputs.{k}", step.id);
-                        (k, Val::Unknown(r))
-                    }).collect()));
                     steps_out.push(base(
                         inst.id,
                         inst.item,
                         inst.index,
-                        Disposition::Deferred { waiting_on: waiting },
+                        Disposition::Skipped { reason },
+                        IndexMap::new(),
+                        vec![],
+                        IndexMap::new(),
+                    ));
+                }
+                InstanceState::Deferred(waiting) => {
+                    summary.deferred += 1;
+                    per_instance.push(Some(
+                        declared_outputs(info, &inst.id, true)
+                            .into_iter()
+                            .map(|(k, _)| {
+                                let r = format!("steps.{}.outputs.{k}", step.id);
+                                (k, Val::Unknown(r))
+                            })
+                            .collect(),
+                    ));
+                    steps_out.push(base(
+                        inst.id,
+                        inst.item,
+                        inst.index,
+                        Disposition::Deferred {
+                            waiting_on: waiting,
+                        },
                         template_placeholders(step, &redactor),
                         vec![],
                         declared_outputs(info, &step.id, true),
                     ));
                 }
                 InstanceState::Ready(inputs) => {
-                    let ctx = CallContext { workflow: wf.name.clone(), step_id: inst.id.clone(), action_index: 0, attempt: 1 };
+                    let ctx = CallContext {
+                        workflow: wf.name.clone(),
+                        step_id: inst.id.clone(),
+                        action_index: 0,
+                        attempt: 1,
+                    };
                     let input_value = Value::Object(inputs.clone().into_iter().collect());
                     let timeout = std::time::Duration::from_millis(step_timeout_ms(step, plugin));
-                    match calls.plan(&step.plugin, &ctx, &step.step, &input_value, timeout).await {
+                    match calls
+                        .plan(&step.plugin, &ctx, &step.step, &input_value, timeout)
+                        .await
+                    {
                         Err(failure) => {
-                            errors.push(PlanError::Plugin { step: inst.id.clone(), message: redactor.redact_str(&failure.message) });
-                            per_instance.push(Some(IndexMap::new()));
+                            errors.push(PlanError::Plugin {
+                                step: inst.id.clone(),
+                                message: redactor.redact_str(&failure.message),
+                            });
+                            failed = true;
                         }
                         Ok(result) => {
                             for a in &result.actions {
                                 summary.count(a.kind);
                             }
                             let mut outs: IndexMap<String, Val> = IndexMap::new();
-                            let mut shown: IndexMap<String, Value> = declared_outputs(info, &step.id, true);
+                            let mut shown: IndexMap<String, Value> =
+                                declared_outputs(info, &step.id, true);
                             for o in &result.outputs {
                                 match &o.value {
                                     Some(v) => {
@@ -466,13 +537,21 @@ pub async fn make_plan<P: PluginCalls>(
                                         shown.insert(o.name.clone(), v.clone());
                                     }
                                     None => {
-                                        shown.insert(o.name.clone(), placeholder(&format!("steps.{}.outputs.{}", step.id, o.name)));
+                                        shown.insert(
+                                            o.name.clone(),
+                                            placeholder(&format!(
+                                                "steps.{}.outputs.{}",
+                                                step.id, o.name
+                                            )),
+                                        );
                                     }
                                 }
                             }
                             for (k, v) in &shown {
                                 if is_placeholder(v) {
-                                    outs.entry(k.clone()).or_insert_with(|| Val::Unknown(format!("steps.{}.outputs.{k}", step.id)));
+                                    outs.entry(k.clone()).or_insert_with(|| {
+                                        Val::Unknown(format!("steps.{}.outputs.{k}", step.id))
+                                    });
                                 }
                             }
                             per_instance.push(Some(outs));
@@ -487,27 +566,64 @@ pub async fn make_plan<P: PluginCalls>(
                                 })
                                 .collect();
                             let inputs = redactor.redact_inputs(&inputs, info);
-                            let shown = shown.into_iter().map(|(k, v)| {
-                                let sensitive = info.and_then(|i| i.output(&k)).is_some_and(|f| f.sensitive);
-                                (k, if sensitive && !is_placeholder(&v) { Value::String("(sensitive)".into()) } else { redactor.redact(&v) })
-                            }).collect();
-                            steps_out.push(base(inst.id, inst.item, inst.index, Disposition::Planned, inputs, actions, shown));
+                            let shown = shown
+                                .into_iter()
+                                .map(|(k, v)| {
+                                    let sensitive = info
+                                        .and_then(|i| i.output(&k))
+                                        .is_some_and(|f| f.sensitive);
+                                    (
+                                        k,
+                                        if sensitive && !is_placeholder(&v) {
+                                            Value::String("(sensitive)".into())
+                                        } else {
+                                            redactor.redact(&v)
+                                        },
+                                    )
+                                })
+                                .collect();
+                            steps_out.push(base(
+                                inst.id,
+                                inst.item,
+                                inst.index,
+                                Disposition::Planned,
+                                inputs,
+                                actions,
+                                shown,
+                            ));
                         }
                     }
                 }
             }
         }
-        scope_outputs.set_instances(&step.id, step.for_each.is_some(), per_instance);
+        if failed {
+            // Steps after a failed one are not planned on made-up values.
+            scope_outputs.set_deferred(&step.id);
+        } else {
+            scope_outputs.set_instances(&step.id, step.for_each.is_some(), per_instance);
+        }
     }
     if !errors.is_empty() {
-        return Err(if errors.len() == 1 { errors.remove(0) } else { PlanError::Many(errors) });
+        return Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            PlanError::Many(errors)
+        });
     }
     Ok(Plan {
         plan_version: PLAN_VERSION,
         contract: format!("{}@{}", contract::WIT_PACKAGE, contract::WIT_VERSION),
-        workflow: WorkflowRef { name: wf.name.clone(), file: setup.file.clone(), digest: wf.digest() },
+        workflow: WorkflowRef {
+            name: wf.name.clone(),
+            file: setup.file.clone(),
+            digest: wf.digest(),
+        },
         inputs: setup.inputs.clone(),
-        secrets: wf.secrets.iter().map(|(k, d)| (k.clone(), format!("env:{}", d.env))).collect(),
+        secrets: wf
+            .secrets
+            .iter()
+            .map(|(k, d)| (k.clone(), format!("env:{}", d.env)))
+            .collect(),
         plugins: setup.plugins.clone(),
         steps: steps_out,
         summary,
@@ -515,12 +631,20 @@ pub async fn make_plan<P: PluginCalls>(
 }
 
 /// Outputs the step declares, all as placeholders (or `null` when not `after_apply`).
-fn declared_outputs(info: Option<&contract::StepInfo>, step: &str, after_apply: bool) -> IndexMap<String, Value> {
+fn declared_outputs(
+    info: Option<&contract::StepInfo>,
+    step: &str,
+    after_apply: bool,
+) -> IndexMap<String, Value> {
     info.map(|i| {
         i.outputs
             .iter()
             .map(|f| {
-                let v = if after_apply { placeholder(&format!("steps.{step}.outputs.{}", f.name)) } else { Value::Null };
+                let v = if after_apply {
+                    placeholder(&format!("steps.{step}.outputs.{}", f.name))
+                } else {
+                    Value::Null
+                };
                 (f.name.clone(), v)
             })
             .collect()
@@ -530,7 +654,10 @@ fn declared_outputs(info: Option<&contract::StepInfo>, step: &str, after_apply: 
 
 /// Inputs of a deferred step: the expressions as written.
 fn template_placeholders(step: &Step, redactor: &Redactor) -> IndexMap<String, Value> {
-    step.with.iter().map(|(k, t)| (k.clone(), redactor.redact(&template_shape(t)))).collect()
+    step.with
+        .iter()
+        .map(|(k, t)| (k.clone(), redactor.redact(&template_shape(t))))
+        .collect()
 }
 
 fn template_shape(t: &Template) -> Value {
@@ -547,12 +674,20 @@ fn template_shape(t: &Template) -> Value {
                 .collect(),
         ),
         Template::List(items) => Value::Array(items.iter().map(template_shape).collect()),
-        Template::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), template_shape(v))).collect()),
+        Template::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), template_shape(v)))
+                .collect(),
+        ),
     }
 }
 
 fn unknown_refs(t: &Template) -> Vec<String> {
-    t.references().into_iter().map(|r| r.join(".")).filter(|r| r.starts_with("steps.")).collect()
+    t.references()
+        .into_iter()
+        .map(|r| r.join("."))
+        .filter(|r| r.starts_with("steps."))
+        .collect()
 }
 
 impl Plan {
@@ -568,7 +703,11 @@ impl Plan {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("not a plan file: {e}"))?;
         match v.get("plan_version").and_then(Value::as_u64) {
             Some(n) if n == u64::from(PLAN_VERSION) => {}
-            Some(n) => return Err(format!("plan format version {n} is not supported (this lifeboat reads version {PLAN_VERSION}); make the plan again with this lifeboat")),
+            Some(n) => {
+                return Err(format!(
+                    "plan format version {n} is not supported (this lifeboat reads version {PLAN_VERSION}); make the plan again with this lifeboat"
+                ));
+            }
             None => return Err("not a plan file: no `plan_version`".into()),
         }
         serde_json::from_value(v).map_err(|e| format!("malformed plan file: {e}"))

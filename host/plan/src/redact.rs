@@ -37,9 +37,11 @@ impl Redactor {
         match v {
             Value::String(s) => Value::String(self.redact_str(s)),
             Value::Array(a) => Value::Array(a.iter().map(|x| self.redact(x)).collect()),
-            Value::Object(m) => {
-                Value::Object(m.iter().map(|(k, x)| (self.redact_str(k), self.redact(x))).collect())
-            }
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (self.redact_str(k), self.redact(x)))
+                    .collect(),
+            ),
             other => other.clone(),
         }
     }
@@ -54,7 +56,11 @@ impl Redactor {
             .iter()
             .map(|(k, v)| {
                 let sensitive = info.and_then(|i| i.input(k)).is_some_and(|f| f.sensitive);
-                let shown = if sensitive { Value::String("(sensitive)".into()) } else { self.redact(v) };
+                let shown = if sensitive {
+                    Value::String("(sensitive)".into())
+                } else {
+                    self.redact(v)
+                };
                 (k.clone(), shown)
             })
             .collect()

@@ -17,7 +17,10 @@ fn value(v: &Value) -> String {
         }
         Value::Object(m) if m.values().any(is_placeholder) => format!(
             "{{{}}}",
-            m.iter().map(|(k, v)| format!("{k}: {}", value(v))).collect::<Vec<_>>().join(", ")
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => other.to_string(),
     }
@@ -30,8 +33,17 @@ fn short_digest(d: &str) -> &str {
 /// Render a plan for people.
 pub fn render_text(plan: &Plan) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "Plan for workflow `{}` ({})", plan.workflow.name, plan.workflow.file);
-    let _ = writeln!(o, "  workflow digest {}  contract {}", short_digest(&plan.workflow.digest), plan.contract);
+    let _ = writeln!(
+        o,
+        "Plan for workflow `{}` ({})",
+        plan.workflow.name, plan.workflow.file
+    );
+    let _ = writeln!(
+        o,
+        "  workflow digest {}  contract {}",
+        short_digest(&plan.workflow.digest),
+        plan.contract
+    );
     if !plan.inputs.is_empty() {
         let _ = writeln!(o, "\nInputs:");
         for (k, v) in &plan.inputs {
@@ -46,15 +58,38 @@ pub fn render_text(plan: &Plan) -> String {
     }
     let _ = writeln!(o, "\nPlugins:");
     for (alias, p) in &plan.plugins {
-        let _ = writeln!(o, "  {alias}: {} {} from {} (digest {})", p.name, p.version, p.source, short_digest(&p.digest));
-        let http = if p.grants.http.is_empty() { "none".to_string() } else { p.grants.http.join(", ") };
-        let secrets = if p.grants.secrets.is_empty() { "none".to_string() } else { p.grants.secrets.join(", ") };
+        let _ = writeln!(
+            o,
+            "  {alias}: {} {} from {} (digest {})",
+            p.name,
+            p.version,
+            p.source,
+            short_digest(&p.digest)
+        );
+        let http = if p.grants.http.is_empty() {
+            "none".to_string()
+        } else {
+            p.grants.http.join(", ")
+        };
+        let secrets = if p.grants.secrets.is_empty() {
+            "none".to_string()
+        } else {
+            p.grants.secrets.join(", ")
+        };
         let _ = writeln!(o, "    grants: http {http}; secrets {secrets}");
-        let _ = writeln!(o, "    limits: memory {} MiB; timeout {} ms per call", p.limits.memory_mib, p.limits.timeout_ms);
+        let _ = writeln!(
+            o,
+            "    limits: memory {} MiB; timeout {} ms per call",
+            p.limits.memory_mib, p.limits.timeout_ms
+        );
     }
     let _ = writeln!(o, "\nSteps:");
     for s in &plan.steps {
-        let needs = if s.needs.is_empty() { String::new() } else { format!("  (after {})", s.needs.join(", ")) };
+        let needs = if s.needs.is_empty() {
+            String::new()
+        } else {
+            format!("  (after {})", s.needs.join(", "))
+        };
         let _ = writeln!(o, "  {}  {}{needs}", s.id, s.uses);
         match &s.disposition {
             Disposition::Skipped { reason } => {
@@ -62,7 +97,11 @@ pub fn render_text(plan: &Plan) -> String {
                 continue;
             }
             Disposition::Deferred { waiting_on } => {
-                let _ = writeln!(o, "    deferred: planned during apply, once {} is known", waiting_on.join(", "));
+                let _ = writeln!(
+                    o,
+                    "    deferred: planned during apply, once {} is known",
+                    waiting_on.join(", ")
+                );
             }
             Disposition::Planned => {}
         }
@@ -70,13 +109,24 @@ pub fn render_text(plan: &Plan) -> String {
             let _ = writeln!(o, "    with {k} = {}", value(v));
         }
         for a in &s.actions {
-            let _ = writeln!(o, "    {} {:<8} {}  {}", a.kind.sigil(), a.kind.as_str(), a.resource, a.summary);
+            let _ = writeln!(
+                o,
+                "    {} {:<8} {}  {}",
+                a.kind.sigil(),
+                a.kind.as_str(),
+                a.resource,
+                a.summary
+            );
         }
         for (k, v) in &s.outputs {
             let _ = writeln!(o, "    -> {k} = {}", value(v));
         }
         if s.retry.attempts > 1 {
-            let _ = writeln!(o, "    retry: {} attempts, backoff {} ms", s.retry.attempts, s.retry.backoff_ms);
+            let _ = writeln!(
+                o,
+                "    retry: {} attempts, backoff {} ms",
+                s.retry.attempts, s.retry.backoff_ms
+            );
         }
     }
     let m = &plan.summary;

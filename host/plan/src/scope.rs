@@ -19,7 +19,10 @@ enum StepState {
     /// Not known until apply.
     Deferred,
     /// One entry per instance; `None` for a skipped instance.
-    Instances { for_each: bool, outputs: Vec<Option<IndexMap<String, Val>>> },
+    Instances {
+        for_each: bool,
+        outputs: Vec<Option<IndexMap<String, Val>>>,
+    },
 }
 
 impl StepOutputs {
@@ -29,8 +32,14 @@ impl StepOutputs {
     }
 
     /// Outputs of each instance (`None`: skipped).
-    pub fn set_instances(&mut self, step: &str, for_each: bool, outputs: Vec<Option<IndexMap<String, Val>>>) {
-        self.steps.insert(step.to_string(), StepState::Instances { for_each, outputs });
+    pub fn set_instances(
+        &mut self,
+        step: &str,
+        for_each: bool,
+        outputs: Vec<Option<IndexMap<String, Val>>>,
+    ) {
+        self.steps
+            .insert(step.to_string(), StepState::Instances { for_each, outputs });
     }
 
     /// `steps.STEP.outputs.NAME`: for a `for_each` step a list over its
@@ -77,12 +86,21 @@ impl<'a> WorkflowScope<'a> {
         secrets: &'a IndexMap<String, String>,
         steps: &'a StepOutputs,
     ) -> Self {
-        WorkflowScope { inputs, vars, secrets, steps, item: None }
+        WorkflowScope {
+            inputs,
+            vars,
+            secrets,
+            steps,
+            item: None,
+        }
     }
 
     /// The same scope with `item` and `index` bound.
     pub fn with_item(&self, item: &'a Value, index: usize) -> Self {
-        WorkflowScope { item: Some((item, index)), ..self.clone() }
+        WorkflowScope {
+            item: Some((item, index)),
+            ..self.clone()
+        }
     }
 }
 
@@ -91,7 +109,11 @@ impl Scope for WorkflowScope<'_> {
         match root {
             "inputs" => self.inputs.get(path.first()?).cloned().map(Val::Known),
             "vars" => self.vars.get(path.first()?).cloned(),
-            "secrets" => self.secrets.get(path.first()?).cloned().map(|s| Val::Known(Value::String(s))),
+            "secrets" => self
+                .secrets
+                .get(path.first()?)
+                .cloned()
+                .map(|s| Val::Known(Value::String(s))),
             "steps" => match path {
                 [step, outputs, name] if outputs == "outputs" => self.steps.get(step, name),
                 _ => None,
@@ -114,7 +136,10 @@ pub fn eval_vars(
     for (name, t) in &wf.vars {
         let v = {
             let scope = WorkflowScope::new(inputs, &vars, secrets, &none);
-            t.eval(&scope).map_err(|source| PlanError::Eval { step: format!("vars.{name}"), source })?
+            t.eval(&scope).map_err(|source| PlanError::Eval {
+                step: format!("vars.{name}"),
+                source,
+            })?
         };
         vars.insert(name.clone(), v);
     }

@@ -25,12 +25,20 @@ impl ComponentCache {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = format!("{:016x}", h.finish());
-        ComponentCache { dir, engine_key, memory: Mutex::new(HashMap::new()) }
+        ComponentCache {
+            dir,
+            engine_key,
+            memory: Mutex::new(HashMap::new()),
+        }
     }
 
     fn path(&self, digest: &str) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| {
-            d.join("components").join(format!("{}-{}.cwasm", &digest[..32.min(digest.len())], self.engine_key))
+            d.join("components").join(format!(
+                "{}-{}.cwasm",
+                &digest[..32.min(digest.len())],
+                self.engine_key
+            ))
         })
     }
 
@@ -58,23 +66,31 @@ impl ComponentCache {
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(engine, p) } {
                 Ok(c) => component = Some(c),
-                Err(e) => tracing::warn!(path = %p.display(), error = %e, "ignoring unusable cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "ignoring unusable cache entry")
+                }
             }
         }
         let component = match component {
             Some(c) => c,
             None => {
-                let bytes = engine.precompile_component(wasm).map_err(|e| RuntimeError::Compile {
-                    plugin: name.to_string(),
-                    cause: crate::root_cause(&e),
-                })?;
+                let bytes =
+                    engine
+                        .precompile_component(wasm)
+                        .map_err(|e| RuntimeError::Compile {
+                            plugin: name.to_string(),
+                            cause: crate::root_cause(&e),
+                        })?;
                 if let Some(p) = &path {
                     store_atomically(p, &bytes);
                 }
                 // SAFETY: these bytes were produced just above by this engine.
                 #[allow(unsafe_code)]
                 let c = unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| {
-                    RuntimeError::Compile { plugin: name.to_string(), cause: crate::root_cause(&e) }
+                    RuntimeError::Compile {
+                        plugin: name.to_string(),
+                        cause: crate::root_cause(&e),
+                    }
                 })?;
                 c
             }
@@ -95,7 +111,10 @@ fn store_atomically(path: &std::path::Path, bytes: &[u8]) {
         return;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
+    if std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .is_err()
+    {
         let _ = std::fs::remove_file(&tmp);
     }
 }

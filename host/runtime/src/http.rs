@@ -23,10 +23,14 @@ impl HostPattern {
             return Err("an empty host".into());
         }
         if s.contains("://") || s.contains('/') {
-            return Err(format!("`{s}` is a URL; grant a host or host:port, e.g. `api.example.com:443`"));
+            return Err(format!(
+                "`{s}` is a URL; grant a host or host:port, e.g. `api.example.com:443`"
+            ));
         }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest.split_once(']').ok_or_else(|| format!("`{s}`: unclosed `[`"))?;
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("`{s}`: unclosed `[`"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => Some(p),
                 None if after.is_empty() => None,
@@ -40,7 +44,10 @@ impl HostPattern {
             }
         };
         let port = match port {
-            Some(p) => Some(p.parse::<u16>().map_err(|_| format!("`{s}`: `{p}` is not a port number"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{s}`: `{p}` is not a port number"))?,
+            ),
             None => None,
         };
         let (host, wildcard) = match host.strip_prefix("*.") {
@@ -50,12 +57,19 @@ impl HostPattern {
         if host.is_empty() || host.contains('*') {
             return Err(format!("`{s}`: only a leading `*.` wildcard is allowed"));
         }
-        Ok(HostPattern { host: host.to_ascii_lowercase(), wildcard, port })
+        Ok(HostPattern {
+            host: host.to_ascii_lowercase(),
+            wildcard,
+            port,
+        })
     }
 
     /// Whether a request to `host:port` is allowed by this grant.
     pub fn matches(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let host_ok = if self.wildcard {
             host.len() > self.host.len() && host.ends_with(&self.host) && {
                 let cut = host.len() - self.host.len();
@@ -96,7 +110,10 @@ pub(crate) struct GrantHooks {
 type ResponseFuture = Box<
     dyn Future<
             Output = Result<
-                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
                 HttpError,
             >,
         > + Send,
@@ -116,10 +133,16 @@ impl WasiHttpHooks for GrantHooks {
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let method = request.method().clone();
         let why = if !self.allow.iter().any(|p| p.matches(&host, port)) {
-            Some(format!("{method} {uri}: host `{host}:{port}` is not granted to this plugin"))
-        } else if self.phase == Phase::Plan && method != http::Method::GET && method != http::Method::HEAD
+            Some(format!(
+                "{method} {uri}: host `{host}:{port}` is not granted to this plugin"
+            ))
+        } else if self.phase == Phase::Plan
+            && method != http::Method::GET
+            && method != http::Method::HEAD
         {
-            Some(format!("{method} {uri}: only GET and HEAD are allowed while planning"))
+            Some(format!(
+                "{method} {uri}: only GET and HEAD are allowed while planning"
+            ))
         } else {
             None
         };
@@ -134,7 +157,10 @@ impl WasiHttpHooks for GrantHooks {
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }

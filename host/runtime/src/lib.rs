@@ -42,7 +42,11 @@ pub enum RuntimeError {
     #[error(
         "plugin `{plugin}` is not a lifeboat plugin: it exports no `{package}/steps` interface (its exports: {exports})"
     )]
-    NotAPlugin { plugin: String, package: &'static str, exports: String },
+    NotAPlugin {
+        plugin: String,
+        package: &'static str,
+        exports: String,
+    },
     #[error(
         "plugin `{plugin}` targets world `{package}/{world}@{found}`, but this host supports {package}@{supported}; rebuild the plugin against {package}@{supported}"
     )]
@@ -74,7 +78,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cache_dir: default_cache_dir(), max_instances: 32, max_memory: 1 << 30 }
+        RuntimeConfig {
+            cache_dir: default_cache_dir(),
+            max_instances: 32,
+            max_memory: 1 << 30,
+        }
     }
 }
 
@@ -107,7 +115,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("max_memory", &self.max_memory).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("max_memory", &self.max_memory)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,7 +162,8 @@ impl Runtime {
                 // Some sandboxes forbid large virtual reservations: fall back
                 // to on-demand allocation rather than refuse to run.
                 tracing::warn!(error = %pool_err, "pooling allocator unavailable, using on-demand instances");
-                Engine::new(&engine_config(None)).map_err(|e| RuntimeError::Engine(e.to_string()))?
+                Engine::new(&engine_config(None))
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))?
             }
         };
         let mut linker: Linker<sandbox::HostState> = Linker::new(&engine);
@@ -181,7 +192,13 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         }
         let cache = cache::ComponentCache::new(&engine, rc.cache_dir.clone());
-        Ok(Runtime { engine, linker, cache, max_memory: rc.max_memory, stop_ticker })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            max_memory: rc.max_memory,
+            stop_ticker,
+        })
     }
 
     /// The wasmtime engine (for benchmarks and tools).
@@ -190,9 +207,15 @@ impl Runtime {
     }
 
     /// Load a plugin from a file.
-    pub async fn load_file(&self, name: &str, path: &std::path::Path) -> Result<Plugin, RuntimeError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| RuntimeError::Read { path: path.to_path_buf(), cause: e.to_string() })?;
+    pub async fn load_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<Plugin, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Read {
+            path: path.to_path_buf(),
+            cause: e.to_string(),
+        })?;
         self.load(name, &bytes).await
     }
 
@@ -200,14 +223,21 @@ impl Runtime {
     /// and describe a plugin. `name` is how errors refer to it.
     pub async fn load(&self, name: &str, wasm: &[u8]) -> Result<Plugin, RuntimeError> {
         let digest = blake3::hash(wasm).to_hex().to_string();
-        let component = self.cache.get_or_compile(&self.engine, name, wasm, &digest)?;
+        let component = self
+            .cache
+            .get_or_compile(&self.engine, name, wasm, &digest)?;
         check_contract(name, &component, &self.engine)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| RuntimeError::Link { plugin: name.to_string(), cause: root_cause(&e) })?;
-        let pre = bindings::PluginPre::new(pre)
-            .map_err(|e| RuntimeError::Link { plugin: name.to_string(), cause: root_cause(&e) })?;
+            .map_err(|e| RuntimeError::Link {
+                plugin: name.to_string(),
+                cause: root_cause(&e),
+            })?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| RuntimeError::Link {
+            plugin: name.to_string(),
+            cause: root_cause(&e),
+        })?;
         let mut plugin = Plugin {
             inner: Arc::new(PluginInner {
                 name: name.to_string(),
@@ -221,10 +251,12 @@ impl Runtime {
                 pre,
             }),
         };
-        let info = sandbox::describe(self, &plugin).await.map_err(|e| RuntimeError::Describe {
-            plugin: name.to_string(),
-            cause: e.to_string(),
-        })?;
+        let info = sandbox::describe(self, &plugin)
+            .await
+            .map_err(|e| RuntimeError::Describe {
+                plugin: name.to_string(),
+                cause: e.to_string(),
+            })?;
         if let Some(inner) = Arc::get_mut(&mut plugin.inner) {
             inner.info = info;
         }
@@ -302,13 +334,18 @@ fn check_contract(name: &str, component: &Component, engine: &Engine) -> Result<
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let found = exports.iter().find_map(|e| {
-        e.strip_prefix(STEPS_EXPORT).map(|rest| rest.strip_prefix('@').unwrap_or("").to_string())
+        e.strip_prefix(STEPS_EXPORT)
+            .map(|rest| rest.strip_prefix('@').unwrap_or("").to_string())
     });
     let Some(found) = found else {
         return Err(RuntimeError::NotAPlugin {
             plugin: name.to_string(),
             package: contract::WIT_PACKAGE,
-            exports: if exports.is_empty() { "none".into() } else { exports.join(", ") },
+            exports: if exports.is_empty() {
+                "none".into()
+            } else {
+                exports.join(", ")
+            },
         });
     };
     if !compatible(&found, contract::WIT_VERSION) {
@@ -316,7 +353,11 @@ fn check_contract(name: &str, component: &Component, engine: &Engine) -> Result<
             plugin: name.to_string(),
             package: contract::WIT_PACKAGE,
             world: contract::WIT_WORLD,
-            found: if found.is_empty() { "unversioned".into() } else { found },
+            found: if found.is_empty() {
+                "unversioned".into()
+            } else {
+                found
+            },
             supported: contract::WIT_VERSION.to_string(),
         });
     }
@@ -328,7 +369,11 @@ fn check_contract(name: &str, component: &Component, engine: &Engine) -> Result<
 fn compatible(plugin: &str, host: &str) -> bool {
     let parse = |v: &str| -> Option<(u64, u64, u64)> {
         let mut it = v.split(['.', '-', '+']);
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        Some((
+            it.next()?.parse().ok()?,
+            it.next()?.parse().ok()?,
+            it.next()?.parse().ok()?,
+        ))
     };
     match (parse(plugin), parse(host)) {
         (Some(p), Some(h)) => p.0 == h.0 && (p.1, p.2) <= (h.1, h.2),

@@ -46,7 +46,11 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { http: vec![], memory: crate::DEFAULT_MEMORY, timeout: crate::DEFAULT_TIMEOUT }
+        Policy {
+            http: vec![],
+            memory: crate::DEFAULT_MEMORY,
+            timeout: crate::DEFAULT_TIMEOUT,
+        }
     }
 }
 
@@ -55,19 +59,47 @@ impl Default for Policy {
 pub enum CallError {
     /// The plugin returned an error: the sandbox worked as intended.
     #[error("plugin `{plugin}` step `{step}` failed: {error}{denied}")]
-    Step { plugin: String, step: String, error: contract::StepError, denied: Denied },
+    Step {
+        plugin: String,
+        step: String,
+        error: contract::StepError,
+        denied: Denied,
+    },
     /// The call ran past its deadline and was stopped.
     #[error("plugin `{plugin}` step `{step}` was stopped after its {limit:?} time limit ({phase})")]
-    Timeout { plugin: String, step: String, phase: &'static str, limit: Duration },
+    Timeout {
+        plugin: String,
+        step: String,
+        phase: &'static str,
+        limit: Duration,
+    },
     /// The plugin tried to grow its memory past its cap.
-    #[error("plugin `{plugin}` step `{step}` exceeded its memory limit of {limit_mib} MiB ({phase})")]
-    Memory { plugin: String, step: String, phase: &'static str, limit_mib: u64 },
+    #[error(
+        "plugin `{plugin}` step `{step}` exceeded its memory limit of {limit_mib} MiB ({phase})"
+    )]
+    Memory {
+        plugin: String,
+        step: String,
+        phase: &'static str,
+        limit_mib: u64,
+    },
     /// The plugin trapped (a panic, an abort, a bug in the plugin).
     #[error("plugin `{plugin}` step `{step}` crashed ({phase}): {cause}{denied}")]
-    Trap { plugin: String, step: String, phase: &'static str, cause: String, denied: Denied },
+    Trap {
+        plugin: String,
+        step: String,
+        phase: &'static str,
+        cause: String,
+        denied: Denied,
+    },
     /// The host failed (a bug in lifeboat, not in the plugin).
     #[error("host error while running plugin `{plugin}` step `{step}` ({phase}): {cause}")]
-    Host { plugin: String, step: String, phase: &'static str, cause: String },
+    Host {
+        plugin: String,
+        step: String,
+        phase: &'static str,
+        cause: String,
+    },
 }
 
 impl CallError {
@@ -122,13 +154,20 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -180,7 +219,11 @@ impl log::Host for HostState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        let fields = fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        let fields = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let (plugin, step) = (&self.plugin, &self.step);
         match level {
             log::Level::Trace => tracing::trace!(plugin, step, fields, "{message}"),
@@ -216,8 +259,15 @@ fn new_call(rt: &Runtime, plugin: &Plugin, policy: &Policy, phase: Phase, step: 
         wasi: b.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        hooks: GrantHooks { allow: policy.http.clone().into(), phase, denied: denied.clone() },
-        limiter: MemoryCap { limit: usize::try_from(memory).unwrap_or(usize::MAX), hit: false },
+        hooks: GrantHooks {
+            allow: policy.http.clone().into(),
+            phase,
+            denied: denied.clone(),
+        },
+        limiter: MemoryCap {
+            limit: usize::try_from(memory).unwrap_or(usize::MAX),
+            hit: false,
+        },
         deadline: Instant::now() + policy.timeout,
         timed_out: false,
         plugin: plugin.name().to_string(),
@@ -236,7 +286,14 @@ fn new_call(rt: &Runtime, plugin: &Plugin, policy: &Policy, phase: Phase, step: 
             Ok(UpdateDeadline::Yield(1))
         }
     });
-    Call { store, stderr, denied, phase, policy_memory: memory, timeout: policy.timeout }
+    Call {
+        store,
+        stderr,
+        denied,
+        phase,
+        policy_memory: memory,
+        timeout: policy.timeout,
+    }
 }
 
 impl Call {
@@ -249,25 +306,52 @@ impl Call {
         let s = self.store.data();
         let (plugin, step, phase) = (s.plugin.clone(), s.step.clone(), self.phase.as_str());
         if s.limiter.hit || e.is::<MemoryLimitHit>() {
-            return CallError::Memory { plugin, step, phase, limit_mib: self.policy_memory >> 20 };
+            return CallError::Memory {
+                plugin,
+                step,
+                phase,
+                limit_mib: self.policy_memory >> 20,
+            };
         }
         if s.timed_out || matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            return CallError::Timeout { plugin, step, phase, limit: self.timeout };
+            return CallError::Timeout {
+                plugin,
+                step,
+                phase,
+                limit: self.timeout,
+            };
         }
-        let stderr = String::from_utf8_lossy(&self.stderr.contents()).trim().to_string();
+        let stderr = String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string();
         let trap = e.downcast_ref::<Trap>().map(|t| t.to_string());
         let cause = match (trap, stderr.is_empty()) {
             (Some(t), false) => format!("{t}; plugin said: {}", last_lines(&stderr, 3)),
             (Some(t), true) => t,
-            (None, false) => format!("{}; plugin said: {}", crate::root_cause(&e), last_lines(&stderr, 3)),
+            (None, false) => format!(
+                "{}; plugin said: {}",
+                crate::root_cause(&e),
+                last_lines(&stderr, 3)
+            ),
             (None, true) => crate::root_cause(&e),
         };
-        CallError::Trap { plugin, step, phase, cause, denied: self.denied() }
+        CallError::Trap {
+            plugin,
+            step,
+            phase,
+            cause,
+            denied: self.denied(),
+        }
     }
 
     fn host_error(&self, cause: String) -> CallError {
         let s = self.store.data();
-        CallError::Host { plugin: s.plugin.clone(), step: s.step.clone(), phase: self.phase.as_str(), cause }
+        CallError::Host {
+            plugin: s.plugin.clone(),
+            step: s.step.clone(),
+            phase: self.phase.as_str(),
+            cause,
+        }
     }
 
     fn step_error(&self, e: wit::StepError) -> CallError {
@@ -275,7 +359,11 @@ impl Call {
         CallError::Step {
             plugin: s.plugin.clone(),
             step: s.step.clone(),
-            error: contract::StepError { code: e.code, message: e.message, retryable: e.retryable },
+            error: contract::StepError {
+                code: e.code,
+                message: e.message,
+                retryable: e.retryable,
+            },
             denied: self.denied(),
         }
     }
@@ -301,11 +389,16 @@ fn outer_limit(timeout: Duration) -> Duration {
     timeout + Duration::from_millis(250)
 }
 
-pub(crate) async fn describe(rt: &Runtime, plugin: &Plugin) -> Result<contract::PluginInfo, CallError> {
+pub(crate) async fn describe(
+    rt: &Runtime,
+    plugin: &Plugin,
+) -> Result<contract::PluginInfo, CallError> {
     let mut call = new_call(rt, plugin, &Policy::default(), Phase::Describe, "describe");
     let fut = async {
         let inst = plugin.inner.pre.instantiate_async(&mut call.store).await?;
-        inst.lifeboat_plugin_steps().call_describe(&mut call.store).await
+        inst.lifeboat_plugin_steps()
+            .call_describe(&mut call.store)
+            .await
     };
     let r = tokio::time::timeout(outer_limit(crate::DEFAULT_TIMEOUT), fut).await;
     match r {
@@ -405,7 +498,9 @@ pub(crate) async fn plan(
     let wctx = ctx_to_wit(ctx);
     let fut = async {
         let inst = plugin.inner.pre.instantiate_async(&mut call.store).await?;
-        inst.lifeboat_plugin_steps().call_plan(&mut call.store, &wctx, step, &inputs).await
+        inst.lifeboat_plugin_steps()
+            .call_plan(&mut call.store, &wctx, step, &inputs)
+            .await
     };
     let r = tokio::time::timeout(outer_limit(policy.timeout), fut).await;
     let res = match r {
@@ -429,7 +524,10 @@ pub(crate) async fn plan(
             Some(v) => Some(plugin_json(&call, "an output", &v)?),
             None => None,
         };
-        outputs.push(contract::Output { name: o.name, value });
+        outputs.push(contract::Output {
+            name: o.name,
+            value,
+        });
     }
     Ok(contract::PlanResult { actions, outputs })
 }
@@ -449,12 +547,15 @@ pub(crate) async fn apply(
         kind: kind_to_wit(action.kind),
         resource: action.resource.clone(),
         summary: action.summary.clone(),
-        payload: serde_json::to_string(&action.payload).map_err(|e| call.host_error(e.to_string()))?,
+        payload: serde_json::to_string(&action.payload)
+            .map_err(|e| call.host_error(e.to_string()))?,
     };
     let wctx = ctx_to_wit(ctx);
     let fut = async {
         let inst = plugin.inner.pre.instantiate_async(&mut call.store).await?;
-        inst.lifeboat_plugin_steps().call_apply(&mut call.store, &wctx, step, &inputs, &waction).await
+        inst.lifeboat_plugin_steps()
+            .call_apply(&mut call.store, &wctx, step, &inputs, &waction)
+            .await
     };
     let r = tokio::time::timeout(outer_limit(policy.timeout), fut).await;
     let res = match r {

@@ -14,7 +14,11 @@ pub const PROFILE: &str = "plugin";
 
 /// The workspace root, from a crate directory two levels down.
 pub fn workspace_root(manifest_dir: &Path) -> PathBuf {
-    manifest_dir.ancestors().nth(2).unwrap_or(manifest_dir).to_path_buf()
+    manifest_dir
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest_dir)
+        .to_path_buf()
 }
 
 /// Build `packages` (cdylib crates) and return the component path of each, in order.
@@ -36,7 +40,16 @@ pub fn build(root: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
         cmd.arg("-p").arg(p);
     }
     // Flags meant for the host build must not leak into the wasm build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_LLVM_COV", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_LLVM_COV",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cmd.env_remove(var);
     }
     let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -48,7 +61,12 @@ pub fn build(root: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
     }
     Ok(packages
         .iter()
-        .map(|p| target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", p.replace('-', "_"))))
+        .map(|p| {
+            target_dir
+                .join(TARGET)
+                .join(PROFILE)
+                .join(format!("{}.wasm", p.replace('-', "_")))
+        })
         .collect())
 }
 

@@ -36,7 +36,11 @@ impl Step for Inventory {
     type Input = InventoryIn;
     fn info() -> StepInfo {
         StepInfo::new("inventory", "List the VMs of a demo site")
-            .input(field::string("site").required().doc("Name of the demo site"))
+            .input(
+                field::string("site")
+                    .required()
+                    .doc("Name of the demo site"),
+            )
             .input(field::list("vms").doc("VMs of the site: {name, cpus, memory_mib}"))
             .output(field::list("vms").doc("Names of the VMs found"))
             .output(field::integer("count").doc("How many VMs were found"))
@@ -51,7 +55,11 @@ impl Step for Inventory {
             .action(
                 Action::read(
                     format!("site/{}", i.site),
-                    format!("read the inventory of demo site `{}` ({} VMs)", i.site, names.len()),
+                    format!(
+                        "read the inventory of demo site `{}` ({} VMs)",
+                        i.site,
+                        names.len()
+                    ),
                 )
                 .payload(&i.vms),
             )
@@ -86,22 +94,36 @@ struct Failover;
 impl Step for Failover {
     type Input = FailoverIn;
     fn info() -> StepInfo {
-        StepInfo::new("failover", "Create a VM's replica at the demo recovery site")
-            .input(field::string("vm").required().doc("Name of the protected VM"))
-            .input(field::string("kind").doc("test | planned | unplanned (default test)"))
-            .input(field::string("network").doc("Recovery network (default recovery-net)"))
-            .output(field::string("vm_id").doc("Id of the new VM, known after apply"))
-            .output(field::string("network").doc("The network the VM was attached to"))
+        StepInfo::new(
+            "failover",
+            "Create a VM's replica at the demo recovery site",
+        )
+        .input(
+            field::string("vm")
+                .required()
+                .doc("Name of the protected VM"),
+        )
+        .input(field::string("kind").doc("test | planned | unplanned (default test)"))
+        .input(field::string("network").doc("Recovery network (default recovery-net)"))
+        .output(field::string("vm_id").doc("Id of the new VM, known after apply"))
+        .output(field::string("network").doc("The network the VM was attached to"))
     }
     fn plan(_: &Context, i: FailoverIn) -> Result<Plan, StepError> {
         check_name("vm", &i.vm)?;
         check_kind(&i.kind)?;
-        let network = if i.kind == "test" { format!("{}-test", i.network) } else { i.network.clone() };
+        let network = if i.kind == "test" {
+            format!("{}-test", i.network)
+        } else {
+            i.network.clone()
+        };
         Ok(Plan::new()
             .action(
                 Action::create(
                     format!("vm/{}-replica", i.vm),
-                    format!("create a {} failover replica of `{}` on network `{network}`", i.kind, i.vm),
+                    format!(
+                        "create a {} failover replica of `{}` on network `{network}`",
+                        i.kind, i.vm
+                    ),
                 )
                 .payload(json!({ "vm": i.vm, "kind": i.kind, "network": network })),
             )
@@ -118,7 +140,10 @@ impl Step for Failover {
         lifeboat_plugin_sdk::log::info("replica created", &[("vm", &i.vm), ("step", &ctx.step_id)]);
         // Deterministic id: the same failover always yields the same replica,
         // which is what makes this apply idempotent.
-        let id = format!("demo-{:08x}", fnv1a(format!("{}/{}/{}", i.vm, i.kind, network).as_bytes()));
+        let id = format!(
+            "demo-{:08x}",
+            fnv1a(format!("{}/{}/{}", i.vm, i.kind, network).as_bytes())
+        );
         Ok(Outputs::new().set("vm_id", id).set("network", network))
     }
 }
@@ -135,17 +160,27 @@ impl Step for Probe {
     type Input = ProbeIn;
     fn info() -> StepInfo {
         StepInfo::new("probe", "Check that a recovered VM is healthy")
-            .input(field::string("vm_id").required().doc("Id of the recovered VM"))
+            .input(
+                field::string("vm_id")
+                    .required()
+                    .doc("Id of the recovered VM"),
+            )
             .output(field::boolean("healthy").doc("Whether the VM answered"))
     }
     fn plan(_: &Context, i: ProbeIn) -> Result<Plan, StepError> {
         Ok(Plan::new()
-            .action(Action::run(format!("vm/{}", i.vm_id), format!("probe the health of `{}`", i.vm_id)))
+            .action(Action::run(
+                format!("vm/{}", i.vm_id),
+                format!("probe the health of `{}`", i.vm_id),
+            ))
             .output_after_apply("healthy"))
     }
     fn apply(_: &Context, i: ProbeIn, _: &Action) -> Result<Outputs, StepError> {
         if !i.vm_id.starts_with("demo-") {
-            return Err(StepError::new("not-found", format!("no demo VM `{}`", i.vm_id)));
+            return Err(StepError::new(
+                "not-found",
+                format!("no demo VM `{}`", i.vm_id),
+            ));
         }
         Ok(Outputs::new().set("healthy", true))
     }
@@ -154,7 +189,8 @@ impl Step for Probe {
 fn check_name(what: &str, s: &str) -> Result<(), StepError> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {

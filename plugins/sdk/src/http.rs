@@ -39,7 +39,9 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepErr
     } else if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)
     } else {
-        return Err(StepError::invalid_input(format!("`{url}` is not an http(s) URL")));
+        return Err(StepError::invalid_input(format!(
+            "`{url}` is not an http(s) URL"
+        )));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -58,12 +60,19 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepErr
     let bad = |what: &str| StepError::invalid_input(format!("{what} of `{url}` rejected"));
     req.set_method(&method).map_err(|_| bad("method"))?;
     req.set_scheme(Some(&scheme)).map_err(|_| bad("scheme"))?;
-    req.set_authority(Some(authority)).map_err(|_| bad("authority"))?;
-    req.set_path_with_query(Some(path)).map_err(|_| bad("path"))?;
-    let out_body = req.body().map_err(|_| StepError::new("internal", "request body taken twice"))?;
-    let pending = outgoing_handler::handle(req, None).map_err(|e| net_error(url, &format!("{e:?}")))?;
+    req.set_authority(Some(authority))
+        .map_err(|_| bad("authority"))?;
+    req.set_path_with_query(Some(path))
+        .map_err(|_| bad("path"))?;
+    let out_body = req
+        .body()
+        .map_err(|_| StepError::new("internal", "request body taken twice"))?;
+    let pending =
+        outgoing_handler::handle(req, None).map_err(|e| net_error(url, &format!("{e:?}")))?;
     {
-        let stream = out_body.write().map_err(|_| StepError::new("internal", "body stream"))?;
+        let stream = out_body
+            .write()
+            .map_err(|_| StepError::new("internal", "body stream"))?;
         for chunk in body.chunks(4096) {
             if let Err(e) = stream.blocking_write_and_flush(chunk) {
                 drop(stream);
@@ -77,11 +86,20 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepErr
     let resp = match pending.get() {
         Some(Ok(Ok(r))) => r,
         Some(Ok(Err(e))) => return Err(net_error(url, &format!("{e:?}"))),
-        _ => return Err(StepError::retryable("unavailable", format!("{url}: no response"))),
+        _ => {
+            return Err(StepError::retryable(
+                "unavailable",
+                format!("{url}: no response"),
+            ));
+        }
     };
     let status = resp.status();
-    let incoming = resp.consume().map_err(|_| StepError::new("internal", "response body taken twice"))?;
-    let stream = incoming.stream().map_err(|_| StepError::new("internal", "response stream"))?;
+    let incoming = resp
+        .consume()
+        .map_err(|_| StepError::new("internal", "response body taken twice"))?;
+    let stream = incoming
+        .stream()
+        .map_err(|_| StepError::new("internal", "response stream"))?;
     let mut data = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -93,7 +111,11 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepErr
     Ok(Response { status, body: data })
 }
 
-fn response_error(url: &str, pending: wasip2::http::types::FutureIncomingResponse, fallback: &str) -> StepError {
+fn response_error(
+    url: &str,
+    pending: wasip2::http::types::FutureIncomingResponse,
+    fallback: &str,
+) -> StepError {
     pending.subscribe().block();
     match pending.get() {
         Some(Ok(Err(e))) => net_error(url, &format!("{e:?}")),
@@ -103,7 +125,10 @@ fn response_error(url: &str, pending: wasip2::http::types::FutureIncomingRespons
 
 fn net_error(url: &str, e: &str) -> StepError {
     if e.contains("HttpRequestDenied") {
-        StepError::new("denied", format!("{url}: the host denied this request (is it in the plugin's http grant?)"))
+        StepError::new(
+            "denied",
+            format!("{url}: the host denied this request (is it in the plugin's http grant?)"),
+        )
     } else {
         StepError::retryable("unavailable", format!("{url}: {e}"))
     }

@@ -27,8 +27,8 @@
 //! lifeboat_plugin_sdk::plugin!(name: "hello", version: "0.1.0", doc: "Greets", steps: [Hello]);
 //! ```
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -53,7 +53,7 @@ pub use serde_json as __json;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        field, Action, ActionKind, Context, Field, Outputs, Plan, Step, StepError, StepInfo,
+        Action, ActionKind, Context, Field, Outputs, Plan, Step, StepError, StepInfo, field,
     };
     pub use serde_json::json;
 }
@@ -82,11 +82,19 @@ pub struct StepError {
 impl StepError {
     /// A non-retryable error.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        StepError { code: code.into(), message: message.into(), retryable: false }
+        StepError {
+            code: code.into(),
+            message: message.into(),
+            retryable: false,
+        }
     }
     /// An error worth retrying (a timeout, a 503...).
     pub fn retryable(code: &str, message: impl Into<String>) -> Self {
-        StepError { code: code.into(), message: message.into(), retryable: true }
+        StepError {
+            code: code.into(),
+            message: message.into(),
+            retryable: true,
+        }
     }
     /// Bad input: the workflow must change.
     pub fn invalid_input(message: impl Into<String>) -> Self {
@@ -109,7 +117,7 @@ pub struct Field(wit::Field);
 
 /// Field constructors: `field::string("site").required().doc("...")`.
 pub mod field {
-    use super::{wit, Field};
+    use super::{Field, wit};
     fn new(name: &str, ty: wit::FieldType) -> Field {
         Field(wit::Field {
             name: name.into(),
@@ -166,7 +174,12 @@ pub struct StepInfo(wit::StepInfo);
 
 impl StepInfo {
     pub fn new(name: &str, doc: &str) -> Self {
-        StepInfo(wit::StepInfo { name: name.into(), doc: doc.into(), inputs: vec![], outputs: vec![] })
+        StepInfo(wit::StepInfo {
+            name: name.into(),
+            doc: doc.into(),
+            inputs: vec![],
+            outputs: vec![],
+        })
     }
     pub fn input(mut self, f: Field) -> Self {
         self.0.inputs.push(f.0);
@@ -189,7 +202,12 @@ pub struct Action {
 
 impl Action {
     pub fn new(kind: ActionKind, resource: impl Into<String>, summary: impl Into<String>) -> Self {
-        Action { kind, resource: resource.into(), summary: summary.into(), payload: serde_json::Value::Null }
+        Action {
+            kind,
+            resource: resource.into(),
+            summary: summary.into(),
+            payload: serde_json::Value::Null,
+        }
     }
     pub fn read(resource: impl Into<String>, summary: impl Into<String>) -> Self {
         Self::new(ActionKind::Read, resource, summary)
@@ -238,7 +256,8 @@ impl Plan {
     }
     /// An output known at plan time.
     pub fn output(mut self, name: &str, value: impl Serialize) -> Self {
-        self.outputs.push((name.into(), serde_json::to_value(value).ok()));
+        self.outputs
+            .push((name.into(), serde_json::to_value(value).ok()));
         self
     }
     /// An output only known after apply: the plan shows a placeholder.
@@ -257,7 +276,10 @@ impl Outputs {
         Self::default()
     }
     pub fn set(mut self, name: &str, value: impl Serialize) -> Self {
-        self.0.push((name.into(), serde_json::to_value(value).unwrap_or(serde_json::Value::Null)));
+        self.0.push((
+            name.into(),
+            serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+        ));
         self
     }
 }
@@ -295,19 +317,31 @@ pub fn entry<S: Step>() -> Entry {
 }
 
 fn to_wit_error(e: StepError) -> wit::StepError {
-    wit::StepError { code: e.code, message: e.message, retryable: e.retryable }
+    wit::StepError {
+        code: e.code,
+        message: e.message,
+        retryable: e.retryable,
+    }
 }
 
 fn ctx_from(c: wit::CallContext) -> Context {
-    Context { workflow: c.workflow, step_id: c.step_id, action_index: c.action_index, attempt: c.attempt }
+    Context {
+        workflow: c.workflow,
+        step_id: c.step_id,
+        action_index: c.action_index,
+        attempt: c.attempt,
+    }
 }
 
 fn find<'a>(steps: &'a [Entry], name: &str) -> Result<&'a Entry, wit::StepError> {
-    steps.iter().find(|e| (e.info)().0.name == name).ok_or_else(|| wit::StepError {
-        code: "unknown-step".into(),
-        message: format!("this plugin has no step `{name}`"),
-        retryable: false,
-    })
+    steps
+        .iter()
+        .find(|e| (e.info)().0.name == name)
+        .ok_or_else(|| wit::StepError {
+            code: "unknown-step".into(),
+            message: format!("this plugin has no step `{name}`"),
+            retryable: false,
+        })
 }
 
 #[doc(hidden)]
@@ -343,7 +377,10 @@ pub fn __plan(
         outputs: plan
             .outputs
             .into_iter()
-            .map(|(name, v)| wit::Output { name, value: v.map(|v| v.to_string()) })
+            .map(|(name, v)| wit::Output {
+                name,
+                value: v.map(|v| v.to_string()),
+            })
             .collect(),
     })
 }
@@ -361,22 +398,36 @@ pub fn __apply(
         serde_json::Value::Null
     } else {
         serde_json::from_str(&action.payload).map_err(|err| {
-            to_wit_error(StepError::new("invalid-payload", format!("action payload: {err}")))
+            to_wit_error(StepError::new(
+                "invalid-payload",
+                format!("action payload: {err}"),
+            ))
         })?
     };
-    let action =
-        Action { kind: action.kind, resource: action.resource, summary: action.summary, payload };
+    let action = Action {
+        kind: action.kind,
+        resource: action.resource,
+        summary: action.summary,
+        payload,
+    };
     let out = (e.apply)(&ctx_from(ctx), &inputs, &action).map_err(to_wit_error)?;
-    Ok(out.0.into_iter().map(|(name, v)| wit::Output { name, value: Some(v.to_string()) }).collect())
+    Ok(out
+        .0
+        .into_iter()
+        .map(|(name, v)| wit::Output {
+            name,
+            value: Some(v.to_string()),
+        })
+        .collect())
 }
 
-#[doc(hidden)]
-pub use wsteps::Guest as __Guest;
 #[doc(hidden)]
 pub use wit::{
     Action as __WitAction, CallContext as __WitCallContext, Output as __WitOutput,
     PlanResult as __WitPlanResult, PluginInfo as __WitPluginInfo, StepError as __WitStepError,
 };
+#[doc(hidden)]
+pub use wsteps::Guest as __Guest;
 
 /// Declare the plugin: its name, version, documentation and steps.
 #[macro_export]

@@ -3,8 +3,10 @@
 use crate::bindings::lifeboat::plugin::log::{self as wlog, Level};
 
 fn emit(level: Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> =
-        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     wlog::log(level, message, &fields);
 }
 

@@ -37,7 +37,10 @@ fn misbehave(step: &str, i: &HostileIn) -> Result<Outputs, StepError> {
         "panic" => panic!("testkit panics on purpose"),
         "read-passwd" => match std::fs::read_to_string("/etc/passwd") {
             Ok(s) => Ok(Outputs::new().set("leaked", s)),
-            Err(e) => Err(StepError::new("io", format!("cannot read /etc/passwd: {e}"))),
+            Err(e) => Err(StepError::new(
+                "io",
+                format!("cannot read /etc/passwd: {e}"),
+            )),
         },
         "env" => {
             let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
@@ -49,7 +52,10 @@ fn misbehave(step: &str, i: &HostileIn) -> Result<Outputs, StepError> {
         }
         "tcp" => match std::net::TcpStream::connect(i.url.as_str()) {
             Ok(_) => Ok(Outputs::new().set("connected", true)),
-            Err(e) => Err(StepError::new("io", format!("cannot connect to {}: {e}", i.url))),
+            Err(e) => Err(StepError::new(
+                "io",
+                format!("cannot connect to {}: {e}", i.url),
+            )),
         },
         "fetch" => {
             let r = lifeboat_plugin_sdk::http::get(&i.url)?;
@@ -59,7 +65,9 @@ fn misbehave(step: &str, i: &HostileIn) -> Result<Outputs, StepError> {
             let r = lifeboat_plugin_sdk::http::post(&i.url, b"change")?;
             Ok(Outputs::new().set("status", r.status))
         }
-        other => Err(StepError::invalid_input(format!("unknown misbehaviour {other}"))),
+        other => Err(StepError::invalid_input(format!(
+            "unknown misbehaviour {other}"
+        ))),
     }
 }
 
@@ -111,10 +119,13 @@ struct Count;
 impl Step for Count {
     type Input = CountIn;
     fn info() -> StepInfo {
-        StepInfo::new("count", "Apply numbered actions, each reported to a counting server")
-            .input(field::string("url").required())
-            .input(field::integer("items").required())
-            .output(field::integer("last"))
+        StepInfo::new(
+            "count",
+            "Apply numbered actions, each reported to a counting server",
+        )
+        .input(field::string("url").required())
+        .input(field::integer("items").required())
+        .output(field::integer("last"))
     }
     fn plan(_: &Context, i: CountIn) -> Result<Plan, StepError> {
         let mut p = Plan::new();
@@ -127,7 +138,10 @@ impl Step for Count {
         let n: u32 = a.payload_as()?;
         let r = lifeboat_plugin_sdk::http::post(&format!("{}/apply/{n}", i.url), b"")?;
         if r.status != 200 {
-            return Err(StepError::retryable("unavailable", format!("counter said {}", r.status)));
+            return Err(StepError::retryable(
+                "unavailable",
+                format!("counter said {}", r.status),
+            ));
         }
         Ok(Outputs::new().set("last", n))
     }
@@ -144,9 +158,12 @@ struct FlakyIn {
 impl Step for Flaky {
     type Input = FlakyIn;
     fn info() -> StepInfo {
-        StepInfo::new("flaky", "Fail with a retryable error until the server says ok")
-            .input(field::string("url").required())
-            .output(field::integer("attempt"))
+        StepInfo::new(
+            "flaky",
+            "Fail with a retryable error until the server says ok",
+        )
+        .input(field::string("url").required())
+        .output(field::integer("attempt"))
     }
     fn plan(_: &Context, _: FlakyIn) -> Result<Plan, StepError> {
         Ok(Plan::new().action(Action::run("flaky/1", "try until it works")))
@@ -154,7 +171,10 @@ impl Step for Flaky {
     fn apply(ctx: &Context, i: FlakyIn, _: &Action) -> Result<Outputs, StepError> {
         let r = lifeboat_plugin_sdk::http::post(&format!("{}/flaky", i.url), b"")?;
         if r.status != 200 {
-            return Err(StepError::retryable("unavailable", format!("flaky server said {}", r.status)));
+            return Err(StepError::retryable(
+                "unavailable",
+                format!("flaky server said {}", r.status),
+            ));
         }
         Ok(Outputs::new().set("attempt", ctx.attempt))
     }
