@@ -89,11 +89,17 @@ impl Backend {
         } else {
             let path = if let Some(rest) = url.strip_prefix("file://") {
                 if !rest.starts_with('/') {
-                    return Err(url_err(url, "file URLs need an absolute path (file:///path)"));
+                    return Err(url_err(
+                        url,
+                        "file URLs need an absolute path (file:///path)",
+                    ));
                 }
                 rest.to_string()
             } else if url.contains("://") {
-                return Err(url_err(url, "unsupported scheme (use a path, file://, s3:// or azblob://)"));
+                return Err(url_err(
+                    url,
+                    "unsupported scheme (use a path, file://, s3:// or azblob://)",
+                ));
             } else {
                 url.to_string()
             };
@@ -139,7 +145,10 @@ impl Backend {
         if buf.len() as u64 != len {
             return Err(VaultError::corrupt(
                 path,
-                format!("short read: {} of {len} bytes at offset {offset}", buf.len()),
+                format!(
+                    "short read: {} of {len} bytes at offset {offset}",
+                    buf.len()
+                ),
             ));
         }
         Ok(buf.to_vec())
@@ -157,12 +166,27 @@ impl Backend {
             })
     }
 
+    pub(crate) async fn write_parts(&self, path: &str, parts: Vec<bytes::Bytes>) -> Result<()> {
+        self.op
+            .write(path, opendal::Buffer::from(parts))
+            .await
+            .map(|_| ())
+            .map_err(|source| VaultError::Backend {
+                op: "write",
+                path: path.to_string(),
+                source,
+            })
+    }
+
     pub(crate) async fn exists(&self, path: &str) -> Result<bool> {
-        self.op.exists(path).await.map_err(|source| VaultError::Backend {
-            op: "stat",
-            path: path.to_string(),
-            source,
-        })
+        self.op
+            .exists(path)
+            .await
+            .map_err(|source| VaultError::Backend {
+                op: "stat",
+                path: path.to_string(),
+                source,
+            })
     }
 
     pub(crate) async fn size(&self, path: &str) -> Result<u64> {
@@ -178,11 +202,14 @@ impl Backend {
     }
 
     pub(crate) async fn delete(&self, path: &str) -> Result<()> {
-        self.op.delete(path).await.map_err(|source| VaultError::Backend {
-            op: "delete",
-            path: path.to_string(),
-            source,
-        })
+        self.op
+            .delete(path)
+            .await
+            .map_err(|source| VaultError::Backend {
+                op: "delete",
+                path: path.to_string(),
+                source,
+            })
     }
 
     /// Names (paths relative to the vault root) of the files under `dir` (recursive).

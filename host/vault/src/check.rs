@@ -8,7 +8,10 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::format::{AAD_INDEX, BlobEntry, Id, Index, KIND_CHUNK, KIND_TABLE, ZERO_ID, decode_index, decode_table, pack_path};
+use crate::format::{
+    AAD_INDEX, BlobEntry, Id, Index, KIND_CHUNK, KIND_TABLE, ZERO_ID, decode_index, decode_table,
+    pack_path,
+};
 use crate::pack::{decode_blob, new_dctx, read_pack_header};
 use crate::restore::parse_id;
 use crate::{Vault, lock};
@@ -38,7 +41,11 @@ pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport>
     // index files, one by one so that a bad one is reported, not fatal
     let mut index = Index::default();
     for name in inner.backend.list("index/").await? {
-        match inner.read_sealed(&name, AAD_INDEX).await.and_then(|p| decode_index(&p, &name)) {
+        match inner
+            .read_sealed(&name, AAD_INDEX)
+            .await
+            .and_then(|p| decode_index(&p, &name))
+        {
             Ok(recs) => {
                 for r in &recs {
                     index.add(r);
@@ -59,14 +66,15 @@ pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport>
     for (id, size) in &index.packs {
         let path = pack_path(id);
         if present.remove(&path).is_none() {
-            rep.errors.push(format!("pack {path} is in the index but missing"));
+            rep.errors
+                .push(format!("pack {path} is in the index but missing"));
             continue;
         }
         match inner.backend.size(&path).await {
             Ok(s) if s == *size => {}
-            Ok(s) => rep
-                .errors
-                .push(format!("pack {path} holds {s} bytes, the index says {size}")),
+            Ok(s) => rep.errors.push(format!(
+                "pack {path} holds {s} bytes, the index says {size}"
+            )),
             Err(e) => rep.errors.push(format!("{e}")),
         }
     }
@@ -92,12 +100,16 @@ pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport>
             let cs = u64::from(d.chunk_size);
             let ts = u64::from(d.table_slots);
             if cs == 0 || ts == 0 {
-                rep.errors.push(format!("point {id} disk {}: zero chunk/table size", d.name));
+                rep.errors
+                    .push(format!("point {id} disk {}: zero chunk/table size", d.name));
                 continue;
             }
             let nslots = d.virtual_size.div_ceil(cs);
             if d.tables.len() as u64 != nslots.div_ceil(ts) {
-                rep.errors.push(format!("point {id} disk {}: wrong number of tables", d.name));
+                rep.errors.push(format!(
+                    "point {id} disk {}: wrong number of tables",
+                    d.name
+                ));
                 continue;
             }
             for (t, h) in d.tables.iter().enumerate() {
@@ -113,8 +125,9 @@ pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport>
                 let slots = match inner
                     .read_blob(&index, KIND_TABLE, &tid)
                     .await
-                    .and_then(|p| decode_table(&p, &format!("table {h}"), d.chunk_size, first, count))
-                {
+                    .and_then(|p| {
+                        decode_table(&p, &format!("table {h}"), d.chunk_size, first, count)
+                    }) {
                     Ok(s) => s,
                     Err(e) => {
                         rep.errors.push(format!("point {id} disk {}: {e}", d.name));
@@ -151,7 +164,10 @@ pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport>
     rep.chunks_referenced = referenced.len();
     for l in inner.backend.list("locks/").await? {
         match lock::read_lock(inner, &l).await {
-            Ok(info) if info.is_stale() => rep.warnings.push(format!("stale lock {l} (pid {} on {})", info.pid, info.host)),
+            Ok(info) if info.is_stale() => rep.warnings.push(format!(
+                "stale lock {l} (pid {} on {})",
+                info.pid, info.host
+            )),
             Ok(_) => {}
             Err(e) => rep.warnings.push(format!("unreadable lock: {e}")),
         }
@@ -194,10 +210,14 @@ pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport>
                     }
                 };
                 if let Some(h) = &header {
-                    let set: HashSet<(Id, u64, u32)> = h.iter().map(|e| (e.id, e.offset, e.stored_len)).collect();
+                    let set: HashSet<(Id, u64, u32)> =
+                        h.iter().map(|e| (e.id, e.offset, e.stored_len)).collect();
                     for (id, e) in &expected {
                         if !set.contains(&(*id, e.offset, e.stored_len)) {
-                            errs.push(format!("{path}: index entry for blob {} not in the pack header", hex::encode(id)));
+                            errs.push(format!(
+                                "{path}: index entry for blob {} not in the pack header",
+                                hex::encode(id)
+                            ));
                         }
                     }
                 }
@@ -213,7 +233,16 @@ pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport>
                     match bytes.get_mut(a..b) {
                         Some(env) => {
                             let mut env = env.to_vec();
-                            if let Err(err) = decode_blob(&crypto_inner.crypto, &mut dctx, e.kind, id, e.raw_len, &mut env, &mut out, &name) {
+                            if let Err(err) = decode_blob(
+                                &crypto_inner.crypto,
+                                &mut dctx,
+                                e.kind,
+                                id,
+                                e.raw_len,
+                                &mut env,
+                                &mut out,
+                                &name,
+                            ) {
                                 errs.push(format!("{err}"));
                             }
                         }

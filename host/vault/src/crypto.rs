@@ -101,7 +101,11 @@ impl Key {
                     .map_err(|e| VaultError::corrupt("config", format!("kdf salt: {e}")))?;
                 let params = argon2::Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32))
                     .map_err(|e| VaultError::corrupt("config", format!("kdf parameters: {e}")))?;
-                let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+                let a = argon2::Argon2::new(
+                    argon2::Algorithm::Argon2id,
+                    argon2::Version::V0x13,
+                    params,
+                );
                 let mut out = Zeroizing::new([0u8; 32]);
                 a.hash_password_into(p.as_bytes(), &salt, &mut out[..])
                     .map_err(|e| VaultError::Key(format!("argon2: {e}")))?;
@@ -185,7 +189,12 @@ impl Crypto {
 
     /// Encrypts `buf[NONCE_LEN..]` in place (the caller reserved the first 12 bytes for
     /// the nonce) and appends the tag: `nonce ‖ ciphertext ‖ tag`.
-    pub(crate) fn seal_in_place(&self, nonces: &mut NonceGen, aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn seal_in_place(
+        &self,
+        nonces: &mut NonceGen,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let n = nonces.next()?;
         let body = buf
             .get_mut(..)
@@ -218,7 +227,10 @@ impl Crypto {
         }
         let (n, body) = env.split_at_mut(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(n).ok()?;
-        self.aead.open_in_place(nonce, Aad::from(aad), body).ok().map(|p| &mut *p)
+        self.aead
+            .open_in_place(nonce, Aad::from(aad), body)
+            .ok()
+            .map(|p| &mut *p)
     }
 
     /// Decrypts an envelope into a new buffer, naming `object` in the error.
@@ -227,7 +239,9 @@ impl Crypto {
         let len = self
             .open_in_place(aad, &mut buf)
             .map(|p| p.len())
-            .ok_or_else(|| VaultError::corrupt(object, "authentication failed (AES-GCM tag mismatch)"))?;
+            .ok_or_else(|| {
+                VaultError::corrupt(object, "authentication failed (AES-GCM tag mismatch)")
+            })?;
         buf.copy_within(NONCE_LEN..NONCE_LEN + len, 0);
         buf.truncate(len);
         Ok(buf)
@@ -283,7 +297,12 @@ mod tests {
 
     #[test]
     fn key_parsing() {
-        assert!(Key::parse(&"ab".repeat(32)).unwrap().master(&KdfParams::fresh().unwrap()).is_ok());
+        assert!(
+            Key::parse(&"ab".repeat(32))
+                .unwrap()
+                .master(&KdfParams::fresh().unwrap())
+                .is_ok()
+        );
         assert!(Key::parse("short").is_err());
         assert!(Key::parse("a long passphrase").unwrap().is_passphrase());
     }

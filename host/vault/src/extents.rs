@@ -22,7 +22,9 @@ pub fn parse_extent_list(text: &str) -> Result<Vec<Extent>> {
             continue;
         }
         let mut f = line.split_whitespace();
-        let bad = |what: &str| VaultError::InvalidRequest(format!("extent list line {}: {what}: {line:?}", i + 1));
+        let bad = |what: &str| {
+            VaultError::InvalidRequest(format!("extent list line {}: {what}: {line:?}", i + 1))
+        };
         let num = |s: Option<&str>| -> Option<u64> {
             let s = s?;
             match s.strip_prefix("0x") {
@@ -40,7 +42,11 @@ pub fn parse_extent_list(text: &str) -> Result<Vec<Extent>> {
         if f.next().is_some() {
             return Err(bad("too many fields"));
         }
-        out.push(Extent { offset, length, kind });
+        out.push(Extent {
+            offset,
+            length,
+            kind,
+        });
     }
     Ok(out)
 }
@@ -83,7 +89,9 @@ pub fn from_hyperv_rct(offsets: &[u64], lengths: &[u64]) -> Result<Vec<Extent>> 
 pub fn from_azure_page_ranges(pages: &[(u64, u64)], clears: &[(u64, u64)]) -> Result<Vec<Extent>> {
     let conv = |&(s, e): &(u64, u64), kind| {
         if e < s {
-            return Err(VaultError::InvalidRequest(format!("Azure range {s}-{e}: End before Start")));
+            return Err(VaultError::InvalidRequest(format!(
+                "Azure range {s}-{e}: End before Start"
+            )));
         }
         Ok(Extent {
             offset: s,
@@ -127,7 +135,11 @@ fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 /// Turns byte extents into sorted, disjoint runs of chunk slots `[start, end)` to read or
 /// to zero. Data extents and partly cleared chunks are read (the source reads as zeros
 /// in a cleared range); chunks wholly inside cleared extents are zeroed without reading.
-pub(crate) fn plan_chunks(extents: &[Extent], virtual_size: u64, chunk: u64) -> Result<Vec<(u64, u64, Action)>> {
+pub(crate) fn plan_chunks(
+    extents: &[Extent],
+    virtual_size: u64,
+    chunk: u64,
+) -> Result<Vec<(u64, u64, Action)>> {
     let mut reads = Vec::new();
     let mut zeros = Vec::new();
     for e in extents {
@@ -151,7 +163,11 @@ pub(crate) fn plan_chunks(extents: &[Extent], virtual_size: u64, chunk: u64) -> 
             ExtentKind::Cleared => {
                 let full_first = e.offset.div_ceil(chunk);
                 // the disk's last chunk may be short: it is whole if the extent reaches the end
-                let full_last = if end == virtual_size { last } else { end / chunk };
+                let full_last = if end == virtual_size {
+                    last
+                } else {
+                    end / chunk
+                };
                 if full_first < full_last {
                     zeros.push((full_first, full_last));
                     if first < full_first {
@@ -169,7 +185,8 @@ pub(crate) fn plan_chunks(extents: &[Extent], virtual_size: u64, chunk: u64) -> 
     let reads = merge(reads);
     let zeros = merge(zeros);
     // subtract reads from zeros, then interleave
-    let mut out: Vec<(u64, u64, Action)> = reads.iter().map(|&(s, e)| (s, e, Action::Read)).collect();
+    let mut out: Vec<(u64, u64, Action)> =
+        reads.iter().map(|&(s, e)| (s, e, Action::Read)).collect();
     let mut ri = 0;
     for (mut s, e) in zeros {
         while s < e {
@@ -200,10 +217,13 @@ pub(crate) fn plan_chunks(extents: &[Extent], virtual_size: u64, chunk: u64) -> 
 /// `"data": false`), and stops qemu-nbd.
 pub fn qcow2_dirty_extents(image: &Path, bitmap: &str) -> Result<Vec<Extent>> {
     if bitmap.is_empty() || bitmap.contains([',', ':', '/']) {
-        return Err(VaultError::InvalidRequest(format!("bad bitmap name {bitmap:?}")));
+        return Err(VaultError::InvalidRequest(format!(
+            "bad bitmap name {bitmap:?}"
+        )));
     }
     let dir = std::env::temp_dir().join(format!("lifeboat-nbd-{}", crate::crypto::random_hex(8)?));
-    std::fs::create_dir_all(&dir).map_err(|e| VaultError::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| VaultError::io(format!("creating {}", dir.display()), e))?;
     let sock = dir.join("nbd.sock");
     let result = (|| {
         let mut child = Command::new("qemu-nbd")
@@ -284,9 +304,18 @@ fn parse_dirty_map(json: &[u8]) -> Result<Vec<Extent>> {
     let arr = v.as_array().ok_or_else(|| bad("not a JSON array"))?;
     let mut out: Vec<Extent> = Vec::new();
     for item in arr {
-        let start = item.get("start").and_then(|x| x.as_u64()).ok_or_else(|| bad("no start"))?;
-        let length = item.get("length").and_then(|x| x.as_u64()).ok_or_else(|| bad("no length"))?;
-        let data = item.get("data").and_then(|x| x.as_bool()).ok_or_else(|| bad("no data flag"))?;
+        let start = item
+            .get("start")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| bad("no start"))?;
+        let length = item
+            .get("length")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| bad("no length"))?;
+        let data = item
+            .get("data")
+            .and_then(|x| x.as_bool())
+            .ok_or_else(|| bad("no data flag"))?;
         if data || length == 0 {
             continue; // clean
         }
@@ -310,9 +339,21 @@ mod tests {
     fn plan_mixes_reads_and_zeros() {
         let cs = 100;
         let ex = [
-            Extent { offset: 50, length: 100, kind: ExtentKind::Data },
-            Extent { offset: 250, length: 400, kind: ExtentKind::Cleared },
-            Extent { offset: 420, length: 10, kind: ExtentKind::Data },
+            Extent {
+                offset: 50,
+                length: 100,
+                kind: ExtentKind::Data,
+            },
+            Extent {
+                offset: 250,
+                length: 400,
+                kind: ExtentKind::Cleared,
+            },
+            Extent {
+                offset: 420,
+                length: 10,
+                kind: ExtentKind::Data,
+            },
         ];
         let p = plan_chunks(&ex, 1000, cs).unwrap();
         assert_eq!(
@@ -340,6 +381,13 @@ mod tests {
         assert_eq!(a[1].length, 1024);
         assert!(from_hyperv_rct(&[1], &[]).is_err());
         let m = parse_dirty_map(br#"[{"start":0,"length":65536,"data":false},{"start":65536,"length":10,"data":false},{"start":65546,"length":5,"data":true}]"#).unwrap();
-        assert_eq!(m, vec![Extent { offset: 0, length: 65546, kind: ExtentKind::Data }]);
+        assert_eq!(
+            m,
+            vec![Extent {
+                offset: 0,
+                length: 65546,
+                kind: ExtentKind::Data
+            }]
+        );
     }
 }

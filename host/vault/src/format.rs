@@ -115,7 +115,11 @@ pub(crate) struct Reader<'a> {
 }
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8], object: &'a str) -> Self {
-        Reader { buf, pos: 0, object }
+        Reader {
+            buf,
+            pos: 0,
+            object,
+        }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let s = self
@@ -160,7 +164,10 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, per_item: usize) -> Result<usize> {
         let n = self.u32()? as usize;
         if n.saturating_mul(per_item) > self.buf.len().saturating_sub(self.pos) {
-            return Err(VaultError::corrupt(self.object, "count exceeds object size"));
+            return Err(VaultError::corrupt(
+                self.object,
+                "count exceeds object size",
+            ));
         }
         Ok(n)
     }
@@ -188,7 +195,11 @@ pub(crate) fn encode_pack_header(entries: &[BlobEntry]) -> Vec<u8> {
     w.0
 }
 
-pub(crate) fn decode_pack_header(plain: &[u8], object: &str, data_len: u64) -> Result<Vec<BlobEntry>> {
+pub(crate) fn decode_pack_header(
+    plain: &[u8],
+    object: &str,
+    data_len: u64,
+) -> Result<Vec<BlobEntry>> {
     let mut r = Reader::new(plain, object);
     r.magic(b"LBPH", 1)?;
     let n = r.count(41)?;
@@ -263,7 +274,10 @@ pub(crate) fn decode_index(plain: &[u8], object: &str) -> Result<Vec<PackRecord>
             let stored_len = r.u32()?;
             let raw_len = r.u32()?;
             if offset.saturating_add(u64::from(stored_len)) > size {
-                return Err(VaultError::corrupt(object, "blob lies beyond the end of its pack"));
+                return Err(VaultError::corrupt(
+                    object,
+                    "blob lies beyond the end of its pack",
+                ));
             }
             blobs.push(BlobEntry {
                 kind,
@@ -316,7 +330,10 @@ impl Index {
         }
     }
     pub(crate) fn pack_id(&self, loc: &BlobLoc) -> Id {
-        self.packs.get(loc.pack as usize).map(|p| p.0).unwrap_or(ZERO_ID)
+        self.packs
+            .get(loc.pack as usize)
+            .map(|p| p.0)
+            .unwrap_or(ZERO_ID)
     }
 }
 
@@ -335,7 +352,13 @@ pub(crate) fn encode_table(chunk_size: u32, first_slot: u64, slots: &[Id]) -> Ve
     w.0
 }
 
-pub(crate) fn decode_table(plain: &[u8], object: &str, chunk_size: u32, first_slot: u64, count: usize) -> Result<Vec<Id>> {
+pub(crate) fn decode_table(
+    plain: &[u8],
+    object: &str,
+    chunk_size: u32,
+    first_slot: u64,
+    count: usize,
+) -> Result<Vec<Id>> {
     let mut r = Reader::new(plain, object);
     r.magic(b"LBTB", 1)?;
     let cs = r.u32()?;

@@ -28,7 +28,9 @@ pub use check::CheckReport;
 pub use crypto::{KEY_ENV, KdfParams, Key};
 pub use error::VaultError;
 pub use extents::{Extent, ExtentKind};
-pub use format::{ChangeRecord, Compression, Config, Consistency, DiskManifest, ExtentRecord, Manifest};
+pub use format::{
+    ChangeRecord, Compression, Config, Consistency, DiskManifest, ExtentRecord, Manifest,
+};
 pub use lifeboat_disk::WriteFormat;
 pub use prune::PruneReport;
 pub use restore::RestoreReport;
@@ -38,8 +40,8 @@ use crate::backend::Backend;
 use crate::crypto::{Crypto, NonceGen};
 use crate::error::Result;
 use crate::format::{
-    AAD_INDEX, AAD_KEYCHECK, CONFIG, FORMAT_NAME, FORMAT_VERSION, Id, Index, KEYCHECK, KeyCheck, PackRecord,
-    decode_index, encode_index, point_aad, point_path,
+    AAD_INDEX, AAD_KEYCHECK, CONFIG, FORMAT_NAME, FORMAT_VERSION, Id, Index, KEYCHECK, KeyCheck,
+    PackRecord, decode_index, encode_index, point_aad, point_path,
 };
 
 /// Default chunk size: 64 KiB (see docs/vault-format.md, "Chunk size", for the measurement).
@@ -132,7 +134,9 @@ impl Vault {
             )));
         }
         if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
-            return Err(VaultError::InvalidRequest("pack size must be 1 MiB–1 GiB".into()));
+            return Err(VaultError::InvalidRequest(
+                "pack size must be 1 MiB–1 GiB".into(),
+            ));
         }
         let backend = Backend::open(url)?;
         if backend.exists(CONFIG).await? {
@@ -187,10 +191,11 @@ impl Vault {
             }
             Err(e) => return Err(e),
         };
-        let config: Config = serde_json::from_slice(&config_bytes).map_err(|e| VaultError::NotAVault {
-            url: url.into(),
-            reason: format!("config is not a lifeboat vault config: {e}"),
-        })?;
+        let config: Config =
+            serde_json::from_slice(&config_bytes).map_err(|e| VaultError::NotAVault {
+                url: url.into(),
+                reason: format!("config is not a lifeboat vault config: {e}"),
+            })?;
         if config.format != FORMAT_NAME {
             return Err(VaultError::NotAVault {
                 url: url.into(),
@@ -200,7 +205,10 @@ impl Vault {
         if config.version != FORMAT_VERSION {
             return Err(VaultError::Unsupported {
                 object: CONFIG.into(),
-                reason: format!("vault format version {} (this build reads {FORMAT_VERSION})", config.version),
+                reason: format!(
+                    "vault format version {} (this build reads {FORMAT_VERSION})",
+                    config.version
+                ),
             });
         }
         if !config.chunk_size.is_power_of_two()
@@ -209,15 +217,22 @@ impl Vault {
             || config.table_slots > 1 << 20
             || !(1 << 20..=1 << 30).contains(&config.pack_size)
         {
-            return Err(VaultError::corrupt(CONFIG, "chunk, table or pack size out of range"));
+            return Err(VaultError::corrupt(
+                CONFIG,
+                "chunk, table or pack size out of range",
+            ));
         }
         let master = key.master(&config.kdf)?;
         let crypto = Crypto::new(&master, &config.id)?;
         let kc_env = backend.read(KEYCHECK).await?;
-        let kc_plain = crypto.open(KEYCHECK, AAD_KEYCHECK, &kc_env).map_err(|_| VaultError::WrongKey)?;
+        let kc_plain = crypto
+            .open(KEYCHECK, AAD_KEYCHECK, &kc_env)
+            .map_err(|_| VaultError::WrongKey)?;
         let kc: KeyCheck = serde_json::from_slice(&kc_plain)
             .map_err(|e| VaultError::corrupt(KEYCHECK, e.to_string()))?;
-        if kc.vault_id != config.id || kc.config_blake3 != blake3::hash(&config_bytes).to_hex().as_str() {
+        if kc.vault_id != config.id
+            || kc.config_blake3 != blake3::hash(&config_bytes).to_hex().as_str()
+        {
             return Err(VaultError::corrupt(
                 CONFIG,
                 "config does not match the key check (modified after init?)",
@@ -346,17 +361,21 @@ impl Inner {
     /// Writes one index file listing `packs`; returns its name.
     pub(crate) async fn write_index(&self, packs: &[PackRecord]) -> Result<String> {
         let name = format!("index/{}", crypto::random_hex(16)?);
-        self.write_sealed(&name, AAD_INDEX, &encode_index(packs)).await?;
+        self.write_sealed(&name, AAD_INDEX, &encode_index(packs))
+            .await?;
         Ok(name)
     }
 
     pub(crate) async fn read_manifest(&self, id: &str) -> Result<Manifest> {
         let path = point_path(id);
         let plain = self.read_sealed(&path, &point_aad(id)).await?;
-        let m: Manifest =
-            serde_json::from_slice(&plain).map_err(|e| VaultError::corrupt(&path, format!("manifest: {e}")))?;
+        let m: Manifest = serde_json::from_slice(&plain)
+            .map_err(|e| VaultError::corrupt(&path, format!("manifest: {e}")))?;
         if m.id != id {
-            return Err(VaultError::corrupt(&path, format!("manifest names itself {:?}", m.id)));
+            return Err(VaultError::corrupt(
+                &path,
+                format!("manifest names itself {:?}", m.id),
+            ));
         }
         Ok(m)
     }
@@ -376,7 +395,8 @@ impl Inner {
 
     pub(crate) async fn resolve(&self, vm: Option<&str>, point: &str) -> Result<Manifest> {
         if point == "latest" {
-            let vm = vm.ok_or_else(|| VaultError::InvalidRequest("\"latest\" needs a VM name".into()))?;
+            let vm =
+                vm.ok_or_else(|| VaultError::InvalidRequest("\"latest\" needs a VM name".into()))?;
             return self
                 .manifests(Some(vm))
                 .await?
@@ -384,7 +404,9 @@ impl Inner {
                 .ok_or_else(|| VaultError::NotFound(format!("VM {vm:?} has no recovery points")));
         }
         if point.is_empty() || !point.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(VaultError::NotFound(format!("no recovery point {point:?} (ids are hex)")));
+            return Err(VaultError::NotFound(format!(
+                "no recovery point {point:?} (ids are hex)"
+            )));
         }
         let names = self.backend.list("points/").await?;
         let hits: Vec<&str> = names
@@ -405,7 +427,10 @@ impl Inner {
         if let Some(v) = vm
             && m.vm != v
         {
-            return Err(VaultError::NotFound(format!("point {} belongs to VM {:?}, not {v:?}", m.id, m.vm)));
+            return Err(VaultError::NotFound(format!(
+                "point {} belongs to VM {:?}, not {v:?}",
+                m.id, m.vm
+            )));
         }
         Ok(m)
     }
@@ -417,7 +442,10 @@ impl Inner {
             .get(id)
             .ok_or_else(|| VaultError::corrupt(hex::encode(id), "blob missing from the index"))?;
         if loc.kind != kind {
-            return Err(VaultError::corrupt(hex::encode(id), "blob has the wrong kind"));
+            return Err(VaultError::corrupt(
+                hex::encode(id),
+                "blob has the wrong kind",
+            ));
         }
         let pack = format::pack_path(&index.pack_id(loc));
         let mut env = self
@@ -427,7 +455,16 @@ impl Inner {
         let mut out = Vec::new();
         let mut dctx = pack::new_dctx()?;
         let name = || format!("{pack} blob {}", hex::encode(id));
-        pack::decode_blob(&self.crypto, &mut dctx, kind, id, loc.raw_len, &mut env, &mut out, &name)?;
+        pack::decode_blob(
+            &self.crypto,
+            &mut dctx,
+            kind,
+            id,
+            loc.raw_len,
+            &mut env,
+            &mut out,
+            &name,
+        )?;
         Ok(out)
     }
 }

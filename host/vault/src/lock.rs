@@ -55,7 +55,11 @@ impl LockInfo {
     fn describe(&self, path: &str) -> String {
         format!(
             "{} lock {path} held by pid {} on {} since {}",
-            if self.exclusive { "an exclusive" } else { "a shared" },
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
             self.pid,
             self.host,
             self.created

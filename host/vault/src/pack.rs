@@ -5,8 +5,8 @@ use ring::aead::NONCE_LEN;
 use crate::crypto::{Crypto, NonceGen, TAG_LEN};
 use crate::error::{Result, VaultError};
 use crate::format::{
-    AAD_PACK_HEADER, BlobEntry, Id, PackRecord, STORED_RAW, STORED_ZSTD, blob_aad, decode_pack_header,
-    encode_pack_header,
+    AAD_PACK_HEADER, BlobEntry, Id, PackRecord, STORED_RAW, STORED_ZSTD, blob_aad,
+    decode_pack_header, encode_pack_header,
 };
 
 /// Per-thread encoder: a zstd context and a nonce generator.
@@ -26,7 +26,13 @@ impl BlobEncoder {
 
     /// `nonce ‖ AES-GCM(flag ‖ payload, AAD = kind ‖ id) ‖ tag`, where the payload is
     /// the zstd frame if it saves at least 1/32 of the size, the raw bytes otherwise.
-    pub(crate) fn encode(&mut self, crypto: &Crypto, kind: u8, id: &Id, data: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn encode(
+        &mut self,
+        crypto: &Crypto,
+        kind: u8,
+        id: &Id,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
         let head = NONCE_LEN + 1;
         let mut out = Vec::with_capacity(head + data.len() + TAG_LEN);
         out.resize(head + data.len(), 0);
@@ -63,7 +69,9 @@ pub(crate) fn decode_blob(
 ) -> Result<()> {
     let plain = crypto
         .open_in_place(&blob_aad(kind, id), env)
-        .ok_or_else(|| VaultError::corrupt(object(), "authentication failed (AES-GCM tag mismatch)"))?;
+        .ok_or_else(|| {
+            VaultError::corrupt(object(), "authentication failed (AES-GCM tag mismatch)")
+        })?;
     let (flag, payload) = plain
         .split_first()
         .ok_or_else(|| VaultError::corrupt(object(), "empty blob"))?;
@@ -75,7 +83,12 @@ pub(crate) fn decode_blob(
             dctx.decompress_to_buffer(payload, out)
                 .map_err(|e| VaultError::corrupt(object(), format!("zstd: {e}")))?;
         }
-        f => return Err(VaultError::corrupt(object(), format!("unknown storage flag {f}"))),
+        f => {
+            return Err(VaultError::corrupt(
+                object(),
+                format!("unknown storage flag {f}"),
+            ));
+        }
     }
     if out.len() != raw_len as usize {
         return Err(VaultError::corrupt(
@@ -84,7 +97,10 @@ pub(crate) fn decode_blob(
         ));
     }
     if crypto.id(out) != *id {
-        return Err(VaultError::corrupt(object(), "content does not match its id (keyed BLAKE3)"));
+        return Err(VaultError::corrupt(
+            object(),
+            "content does not match its id (keyed BLAKE3)",
+        ));
     }
     Ok(())
 }
@@ -93,21 +109,24 @@ pub(crate) fn new_dctx() -> Result<zstd::bulk::Decompressor<'static>> {
     zstd::bulk::Decompressor::new().map_err(|e| VaultError::Internal(format!("zstd: {e}")))
 }
 
-/// Collects blobs into packs of about `target` bytes.
+/// Collects blobs into packs of about `target` bytes. Blobs are kept as separate
+/// buffers (no copying) and written as one object.
 pub(crate) struct Packer {
-    buf: Vec<u8>,
+    parts: Vec<bytes::Bytes>,
+    len: usize,
     entries: Vec<BlobEntry>,
     target: usize,
     nonces: NonceGen,
 }
 
-/// A finished pack: its bytes and what the index records about it.
-pub(crate) type FinishedPack = (Vec<u8>, PackRecord);
+/// A finished pack: its parts (blobs, header, trailer) and what the index records.
+pub(crate) type FinishedPack = (Vec<bytes::Bytes>, PackRecord);
 
 impl Packer {
     pub(crate) fn new(target: usize) -> Result<Packer> {
         Ok(Packer {
-            buf: Vec::new(),
+            parts: Vec::new(),
+            len: 0,
             entries: Vec::new(),
             target,
             nonces: NonceGen::new()?,
@@ -119,46 +138,52 @@ impl Packer {
         crypto: &Crypto,
         kind: u8,
         id: Id,
-        env: &[u8],
+        env: Vec<u8>,
         raw_len: u32,
     ) -> Result<Option<FinishedPack>> {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve(self.target + (1 << 20));
-        }
         self.entries.push(BlobEntry {
             kind,
             id,
-            offset: self.buf.len() as u64,
+            offset: self.len as u64,
             stored_len: u32::try_from(env.len()).map_err(|_| VaultError::Internal("blob too large".into()))?,
             raw_len,
         });
-        self.buf.extend_from_slice(env);
-        if self.buf.len() >= self.target {
+        self.len += env.len();
+        self.parts.push(bytes::Bytes::from(env));
+        if self.len >= self.target {
             return self.finish(crypto);
         }
         Ok(None)
     }
 
+    /// Appends the encrypted header and its length; the pack's id is the BLAKE3 of
+    /// the encrypted header (which lists every blob's id and length, and is
+    /// authenticated), so the name commits to the whole content.
     pub(crate) fn finish(&mut self, crypto: &Crypto) -> Result<Option<FinishedPack>> {
         if self.entries.is_empty() {
             return Ok(None);
         }
         let entries = std::mem::take(&mut self.entries);
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut parts = std::mem::take(&mut self.parts);
         let header = crypto.seal(&mut self.nonces, AAD_PACK_HEADER, &encode_pack_header(&entries))?;
-        buf.extend_from_slice(&header);
-        buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        let id = *blake3::hash(&buf).as_bytes();
-        let size = buf.len() as u64;
-        Ok(Some((buf, PackRecord { id, size, blobs: entries })))
+        let id = *blake3::hash(&header).as_bytes();
+        let hlen = header.len() as u32;
+        let size = (self.len + header.len() + 4) as u64;
+        self.len = 0;
+        parts.push(bytes::Bytes::from(header));
+        parts.push(bytes::Bytes::copy_from_slice(&hlen.to_le_bytes()));
+        Ok(Some((parts, PackRecord { id, size, blobs: entries })))
     }
 }
 
-/// Parses a whole pack: checks its name hash and decrypts its header.
-pub(crate) fn read_pack_header(crypto: &Crypto, id: &Id, object: &str, pack: &[u8]) -> Result<Vec<BlobEntry>> {
-    if *blake3::hash(pack).as_bytes() != *id {
-        return Err(VaultError::corrupt(object, "content does not match its name (BLAKE3)"));
-    }
+/// Parses a whole pack: checks its name against the BLAKE3 of the encrypted header and
+/// decrypts the header (blobs are authenticated one by one when decoded).
+pub(crate) fn read_pack_header(
+    crypto: &Crypto,
+    id: &Id,
+    object: &str,
+    pack: &[u8],
+) -> Result<Vec<BlobEntry>> {
     let n = pack.len();
     if n < 4 {
         return Err(VaultError::corrupt(object, "too short"));
@@ -169,6 +194,13 @@ pub(crate) fn read_pack_header(crypto: &Crypto, id: &Id, object: &str, pack: &[u
     let hstart = n
         .checked_sub(4 + hlen)
         .ok_or_else(|| VaultError::corrupt(object, "header length beyond the start of the pack"))?;
-    let plain = crypto.open(&format!("{object} (header)"), AAD_PACK_HEADER, &pack[hstart..n - 4])?;
+    let henv = &pack[hstart..n - 4];
+    if *blake3::hash(henv).as_bytes() != *id {
+        return Err(VaultError::corrupt(
+            object,
+            "header does not match the pack's name (BLAKE3)",
+        ));
+    }
+    let plain = crypto.open(&format!("{object} (header)"), AAD_PACK_HEADER, henv)?;
     decode_pack_header(&plain, object, hstart as u64)
 }

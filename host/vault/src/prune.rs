@@ -11,7 +11,10 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::error::{Result, VaultError};
-use crate::format::{AAD_INDEX, BlobEntry, Id, KIND_TABLE, PackRecord, ZERO_ID, decode_index, decode_table, pack_path, point_path};
+use crate::format::{
+    AAD_INDEX, BlobEntry, Id, KIND_TABLE, PackRecord, ZERO_ID, decode_index, decode_table,
+    pack_path, point_path,
+};
 use crate::pack::{Packer, read_pack_header};
 use crate::restore::parse_id;
 use crate::{Vault, lock};
@@ -31,7 +34,9 @@ pub struct PruneReport {
 
 pub(crate) async fn prune(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
     if keep_last == 0 {
-        return Err(VaultError::InvalidRequest("keep_last must be at least 1".into()));
+        return Err(VaultError::InvalidRequest(
+            "keep_last must be at least 1".into(),
+        ));
     }
     let guard = lock::acquire(&vault.inner, true).await?;
     let r = prune_locked(vault, keep_last).await;
@@ -122,7 +127,10 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
             .iter()
             .filter(|b| {
                 live.contains(&b.id)
-                    && index.blobs.get(&b.id).is_some_and(|l| Some(l.pack as usize) == pos && l.offset == b.offset)
+                    && index
+                        .blobs
+                        .get(&b.id)
+                        .is_some_and(|l| Some(l.pack as usize) == pos && l.offset == b.offset)
             })
             .copied()
             .collect();
@@ -148,15 +156,15 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
             let env = bytes
                 .get(a..a + b.stored_len as usize)
                 .ok_or_else(|| VaultError::corrupt(&path, "blob beyond the end of the pack"))?;
-            if let Some((buf, r)) = packer.add(&inner.crypto, b.kind, b.id, env, b.raw_len)? {
-                inner.backend.write(&pack_path(&r.id), buf).await?;
+            if let Some((parts, r)) = packer.add(&inner.crypto, b.kind, b.id, env.to_vec(), b.raw_len)? {
+                inner.backend.write_parts(&pack_path(&r.id), parts).await?;
                 written.push(r);
             }
         }
         rep.packs_repacked += 1;
     }
-    if let Some((buf, r)) = packer.finish(&inner.crypto)? {
-        inner.backend.write(&pack_path(&r.id), buf).await?;
+    if let Some((parts, r)) = packer.finish(&inner.crypto)? {
+        inner.backend.write_parts(&pack_path(&r.id), parts).await?;
         written.push(r);
     }
     rep.packs_written = written.len();

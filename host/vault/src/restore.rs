@@ -47,7 +47,8 @@ struct Item {
 
 pub(crate) fn parse_id(h: &str, what: &str) -> Result<Id> {
     let mut id = [0u8; 32];
-    hex::decode_to_slice(h, &mut id).map_err(|_| VaultError::corrupt(what, format!("bad id {h:?}")))?;
+    hex::decode_to_slice(h, &mut id)
+        .map_err(|_| VaultError::corrupt(what, format!("bad id {h:?}")))?;
     Ok(id)
 }
 
@@ -115,7 +116,10 @@ async fn restore_disk(
     let ts = u64::from(d.table_slots);
     let vs = d.virtual_size;
     if cs == 0 || ts == 0 {
-        return Err(VaultError::corrupt("manifest", "zero chunk size or table size"));
+        return Err(VaultError::corrupt(
+            "manifest",
+            "zero chunk size or table size",
+        ));
     }
     let nslots = vs.div_ceil(cs);
     if d.tables.len() as u64 != nslots.div_ceil(ts) {
@@ -180,7 +184,11 @@ async fn restore_disk(
                         "index entry has the wrong kind or length",
                     ));
                 }
-                cur.push(Item { offset, id: *id, loc });
+                cur.push(Item {
+                    offset,
+                    id: *id,
+                    loc,
+                });
                 cur_bytes += len;
                 if cur_bytes >= BATCH_BYTES {
                     batches.push(std::mem::take(&mut cur));
@@ -224,7 +232,11 @@ thread_local! {
     static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-async fn fetch_decode(inner: Arc<Inner>, index: Arc<Index>, items: Vec<Item>) -> Result<Vec<(u64, Vec<u8>)>> {
+async fn fetch_decode(
+    inner: Arc<Inner>,
+    index: Arc<Index>,
+    items: Vec<Item>,
+) -> Result<Vec<(u64, Vec<u8>)>> {
     // runs of blobs adjacent in one pack → one ranged read each
     let mut runs: Vec<(u32, u64, u64, usize, usize)> = Vec::new(); // pack, start, end, first item, n
     for (i, it) in items.iter().enumerate() {
@@ -239,9 +251,16 @@ async fn fetch_decode(inner: Arc<Inner>, index: Arc<Index>, items: Vec<Item>) ->
     }
     let mut bufs = Vec::with_capacity(runs.len());
     for &(pack, start, end, _, _) in &runs {
-        let pid = index.packs.get(pack as usize).map(|p| p.0).unwrap_or(ZERO_ID);
+        let pid = index
+            .packs
+            .get(pack as usize)
+            .map(|p| p.0)
+            .unwrap_or(ZERO_ID);
         let path = pack_path(&pid);
-        bufs.push((path.clone(), inner.backend.read_range(&path, start, end - start).await?));
+        bufs.push((
+            path.clone(),
+            inner.backend.read_range(&path, start, end - start).await?,
+        ));
     }
     tokio::task::spawn_blocking(move || {
         DCTX.with(|cell| {
@@ -261,8 +280,23 @@ async fn fetch_decode(inner: Arc<Inner>, index: Arc<Index>, items: Vec<Item>) ->
                         .get_mut(a..b)
                         .ok_or_else(|| VaultError::corrupt(&path, "blob beyond the bytes read"))?;
                     let mut data = Vec::new();
-                    let name = || format!("{path} blob {} (disk offset {})", hex::encode(it.id), it.offset);
-                    decode_blob(&inner.crypto, dctx, KIND_CHUNK, &it.id, it.loc.raw_len, env, &mut data, &name)?;
+                    let name = || {
+                        format!(
+                            "{path} blob {} (disk offset {})",
+                            hex::encode(it.id),
+                            it.offset
+                        )
+                    };
+                    decode_blob(
+                        &inner.crypto,
+                        dctx,
+                        KIND_CHUNK,
+                        &it.id,
+                        it.loc.raw_len,
+                        env,
+                        &mut data,
+                        &name,
+                    )?;
                     out.push((it.offset, data));
                 }
             }

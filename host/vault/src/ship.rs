@@ -22,8 +22,8 @@ use serde::Serialize;
 use crate::error::{Result, VaultError};
 use crate::extents::{Action, Extent, ExtentKind, plan_chunks, qcow2_dirty_extents};
 use crate::format::{
-    ChangeRecord, Consistency, DiskManifest, ExtentRecord, Id, Index, KIND_CHUNK, KIND_TABLE, Manifest, ZERO_ID,
-    decode_table, encode_table, pack_path, point_aad, point_path,
+    ChangeRecord, Consistency, DiskManifest, ExtentRecord, Id, Index, KIND_CHUNK, KIND_TABLE,
+    Manifest, ZERO_ID, decode_table, encode_table, pack_path, point_aad, point_path,
 };
 use crate::pack::{BlobEncoder, FinishedPack, Packer};
 use crate::{Inner, Vault, lock};
@@ -80,7 +80,12 @@ impl std::fmt::Debug for ShipRequest {
 
 impl ShipRequest {
     /// A crash-consistent ship without progress reporting.
-    pub fn new(vm: &str, disk_name: &str, source: impl Into<PathBuf>, changed: ChangedSource) -> ShipRequest {
+    pub fn new(
+        vm: &str,
+        disk_name: &str,
+        source: impl Into<PathBuf>,
+        changed: ChangedSource,
+    ) -> ShipRequest {
         ShipRequest {
             vm: vm.to_string(),
             disk_name: disk_name.to_string(),
@@ -172,7 +177,10 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         ChangedSource::SincePoint(p) => {
             let m = inner.resolve(Some(&req.vm), &p).await?;
             if disk_of(&m).is_none() {
-                return Err(VaultError::NotFound(format!("point {} has no disk {:?}", m.id, req.disk_name)));
+                return Err(VaultError::NotFound(format!(
+                    "point {} has no disk {:?}",
+                    m.id, req.disk_name
+                )));
             }
             (Some(m), None, Mode::Allocation, "since-point")
         }
@@ -198,9 +206,11 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         let stats = stats.clone();
         let source = req.source.clone();
         let progress = req.progress.clone();
-        tokio::task::spawn_blocking(move || pipeline(&inner, &index, &source, mode, base, progress, &stats, &rt))
-            .await
-            .map_err(|e| VaultError::Internal(format!("ship pipeline: {e}")))??
+        tokio::task::spawn_blocking(move || {
+            pipeline(&inner, &index, &source, mode, base, progress, &stats, &rt)
+        })
+        .await
+        .map_err(|e| VaultError::Internal(format!("ship pipeline: {e}")))??
     };
     let cfg = &inner.config;
     let id = crate::crypto::random_hex(8)?;
@@ -239,7 +249,9 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         }],
     };
     let plain = serde_json::to_vec(&manifest).map_err(|e| VaultError::Internal(e.to_string()))?;
-    inner.write_sealed(&point_path(&id), &point_aad(&id), &plain).await?;
+    inner
+        .write_sealed(&point_path(&id), &point_aad(&id), &plain)
+        .await?;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(ShipReport {
         point: id,
@@ -260,6 +272,8 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
+
+const UPLOADERS: usize = 4;
 
 struct PipeOut {
     virtual_size: u64,
@@ -348,7 +362,11 @@ fn pipeline(
     }
     let mut bitmap = None;
     let extents: Vec<Extent> = match mode {
-        Mode::Allocation => disk.allocation()?.into_iter().filter(|e| e.kind == ExtentKind::Data).collect(),
+        Mode::Allocation => disk
+            .allocation()?
+            .into_iter()
+            .filter(|e| e.kind == ExtentKind::Data)
+            .collect(),
         Mode::List(l) => l,
         Mode::Bitmap(name) => {
             let l = qcow2_dirty_extents(source, &name)?;
@@ -391,8 +409,9 @@ fn pipeline(
                 .iter()
                 .map(|h| {
                     let mut id = [0u8; 32];
-                    hex::decode_to_slice(h, &mut id)
-                        .map_err(|_| VaultError::corrupt("previous point", format!("bad table id {h:?}")))?;
+                    hex::decode_to_slice(h, &mut id).map_err(|_| {
+                        VaultError::corrupt("previous point", format!("bad table id {h:?}"))
+                    })?;
                     Ok(id)
                 })
                 .collect::<Result<_>>()?
@@ -400,7 +419,10 @@ fn pipeline(
         None => Vec::new(),
     };
 
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let nbufs = workers * 6 + 4;
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(workers * 4);
     let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(nbufs);
@@ -409,7 +431,7 @@ fn pipeline(
     }
     let (res_tx, res_rx) = crossbeam_channel::bounded::<Done>(workers * 8);
     let (blob_tx, blob_rx) = crossbeam_channel::bounded::<Blob>(workers * 4);
-    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<FinishedPack>(1);
+    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<FinishedPack>(2);
     let fail = Failure {
         cancel: AtomicBool::new(false),
         first: Mutex::new(None),
@@ -473,7 +495,9 @@ fn pipeline(
                         let data = &job.buf[..job.len];
                         let r = (|| -> Result<Id> {
                             if is_zero(data) {
-                                stats.bytes_zero.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                stats
+                                    .bytes_zero
+                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                                 return Ok(ZERO_ID);
                             }
                             let id = crypto.id(data);
@@ -481,7 +505,9 @@ fn pipeline(
                                 && new_ids.lock().map(|mut s| s.insert(id)).unwrap_or(false);
                             if fresh {
                                 let env = enc.encode(crypto, KIND_CHUNK, &id, data)?;
-                                stats.bytes_new.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                stats
+                                    .bytes_new
+                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                                 stats.chunks_new.fetch_add(1, Ordering::Relaxed);
                                 blob_tx
                                     .send(Blob {
@@ -492,7 +518,9 @@ fn pipeline(
                                     })
                                     .map_err(|_| VaultError::Internal("packer stopped".into()))?;
                             } else {
-                                stats.bytes_deduped.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                stats
+                                    .bytes_deduped
+                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                             }
                             Ok(id)
                         })();
@@ -524,14 +552,18 @@ fn pipeline(
                 let r = (|| -> Result<()> {
                     let mut packer = Packer::new(cfg.pack_size as usize)?;
                     for b in blob_rx.iter() {
-                        if let Some(p) = packer.add(crypto, b.kind, b.id, &b.env, b.raw_len)? {
-                            pack_tx.send(p).map_err(|_| VaultError::Internal("uploader stopped".into()))?;
+                        if let Some(p) = packer.add(crypto, b.kind, b.id, b.env, b.raw_len)? {
+                            pack_tx
+                                .send(p)
+                                .map_err(|_| VaultError::Internal("uploader stopped".into()))?;
                         }
                     }
                     if !fail.cancelled()
                         && let Some(p) = packer.finish(crypto)?
                     {
-                        pack_tx.send(p).map_err(|_| VaultError::Internal("uploader stopped".into()))?;
+                        pack_tx
+                            .send(p)
+                            .map_err(|_| VaultError::Internal("uploader stopped".into()))?;
                     }
                     Ok(())
                 })();
@@ -540,17 +572,17 @@ fn pipeline(
                 }
             });
         }
-        // uploaders: a pack is indexed only after it is stored
-        for _ in 0..2 {
+        // uploaders: a pack is indexed only after it is stored (and, for a local folder,
+        // fsynced); several in flight so that storage latency overlaps with compute
+        for _ in 0..UPLOADERS {
             let pack_rx = pack_rx.clone();
             let fail = &fail;
             sc.spawn(move || {
                 let r = (|| -> Result<()> {
                     let mut unindexed = Vec::new();
-                    for (bytes, rec) in pack_rx.iter() {
-                        let n = bytes.len() as u64;
-                        rt.block_on(inner.backend.write(&pack_path(&rec.id), bytes))?;
-                        stats.bytes_stored.fetch_add(n, Ordering::Relaxed);
+                    for (parts, rec) in pack_rx.iter() {
+                        rt.block_on(inner.backend.write_parts(&pack_path(&rec.id), parts))?;
+                        stats.bytes_stored.fetch_add(rec.size, Ordering::Relaxed);
                         stats.packs.fetch_add(1, Ordering::Relaxed);
                         unindexed.push(rec);
                         if unindexed.len() >= 8 {
@@ -582,24 +614,25 @@ fn pipeline(
                 let first = t as u64 * ts;
                 (first, nslots.min(first + ts))
             };
-            let mut finish_table = |t: usize, slots: &[Id], table_ids: &mut Vec<Option<Id>>| -> Result<()> {
-                let (first, _) = table_range(t);
-                let plain = encode_table(cs as u32, first, slots);
-                let id = crypto.id(&plain);
-                if !index.blobs.contains_key(&id) && stored_tables.insert(id) {
-                    let env = enc.encode(crypto, KIND_TABLE, &id, &plain)?;
-                    blob_tx
-                        .send(Blob {
-                            kind: KIND_TABLE,
-                            id,
-                            env,
-                            raw_len: plain.len() as u32,
-                        })
-                        .map_err(|_| VaultError::Internal("packer stopped".into()))?;
-                }
-                table_ids[t] = Some(id);
-                Ok(())
-            };
+            let mut finish_table =
+                |t: usize, slots: &[Id], table_ids: &mut Vec<Option<Id>>| -> Result<()> {
+                    let (first, _) = table_range(t);
+                    let plain = encode_table(cs as u32, first, slots);
+                    let id = crypto.id(&plain);
+                    if !index.blobs.contains_key(&id) && stored_tables.insert(id) {
+                        let env = enc.encode(crypto, KIND_TABLE, &id, &plain)?;
+                        blob_tx
+                            .send(Blob {
+                                kind: KIND_TABLE,
+                                id,
+                                env,
+                                raw_len: plain.len() as u32,
+                            })
+                            .map_err(|_| VaultError::Internal("packer stopped".into()))?;
+                    }
+                    table_ids[t] = Some(id);
+                    Ok(())
+                };
             // a touched table starts from the base table (or zeros) with Zero runs applied
             let init_table = |t: usize, data_bytes: &mut u64| -> Result<Vec<Id>> {
                 let (first, end) = table_range(t);
@@ -607,7 +640,13 @@ fn pipeline(
                 let mut slots = match base_tables.get(t) {
                     Some(bid) => {
                         let plain = rt.block_on(inner.read_blob(index, KIND_TABLE, bid))?;
-                        decode_table(&plain, &format!("table {}", hex::encode(bid)), cs as u32, first, count)?
+                        decode_table(
+                            &plain,
+                            &format!("table {}", hex::encode(bid)),
+                            cs as u32,
+                            first,
+                            count,
+                        )?
                     }
                     None => vec![ZERO_ID; count],
                 };

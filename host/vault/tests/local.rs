@@ -19,7 +19,11 @@ fn write_random(path: &std::path::Path, offset: u64, len: usize, seed: u64) {
         x ^= x >> 7;
         x ^= x << 17;
         // half compressible: text-like bytes in some 4 KiB blocks
-        *b = if (i / 4096) % 2 == 0 { (x >> 24) as u8 } else { b"lifeboat "[(x % 9) as usize] };
+        *b = if (i / 4096) % 2 == 0 {
+            (x >> 24) as u8
+        } else {
+            b"lifeboat "[(x % 9) as usize]
+        };
     }
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(&buf, offset).unwrap();
@@ -43,28 +47,59 @@ async fn full_list_and_hash_ships_restore_into_every_format() {
     let url = p(d.path(), "vault").display().to_string();
     let vault = Vault::init(&url, &key()).await.unwrap();
 
-    let r1 = vault.ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full)).await.unwrap();
+    let r1 = vault
+        .ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full))
+        .await
+        .unwrap();
     assert_eq!(r1.virtual_size, SIZE);
-    assert!(r1.bytes_read >= (4 << 20) && r1.bytes_read < (5 << 20), "{r1:?}");
+    assert!(
+        r1.bytes_read >= (4 << 20) && r1.bytes_read < (5 << 20),
+        "{r1:?}"
+    );
     snapshot(&img, &p(d.path(), "s1.raw"));
 
     // change list: new data inside one chunk, and a cleared (zeroed) 512 KiB range
     write_random(&img, (5 << 20) + 100, 10_000, 4);
     qemu_io("raw", &img, &["write -z 20M 512k"]);
     let changes = vec![
-        Extent { offset: (5 << 20) + 100, length: 10_000, kind: ExtentKind::Data },
-        Extent { offset: 20 << 20, length: 512 << 10, kind: ExtentKind::Cleared },
+        Extent {
+            offset: (5 << 20) + 100,
+            length: 10_000,
+            kind: ExtentKind::Data,
+        },
+        Extent {
+            offset: 20 << 20,
+            length: 512 << 10,
+            kind: ExtentKind::Cleared,
+        },
     ];
-    let r2 = vault.ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::List(changes))).await.unwrap();
+    let r2 = vault
+        .ship(ShipRequest::new(
+            "vm1",
+            "disk0",
+            &img,
+            ChangedSource::List(changes),
+        ))
+        .await
+        .unwrap();
     assert_eq!(r2.parent.as_deref(), Some(r1.point.as_str()));
-    assert_eq!(r2.bytes_read, 64 << 10, "only the one touched chunk is read: {r2:?}");
+    assert_eq!(
+        r2.bytes_read,
+        64 << 10,
+        "only the one touched chunk is read: {r2:?}"
+    );
     assert_eq!(r2.chunks_new, 1);
     snapshot(&img, &p(d.path(), "s2.raw"));
 
     // no change list: hash comparison against the vault
     write_random(&img, 30 << 20, 200 << 10, 5);
     let r3 = vault
-        .ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::SincePoint(r2.point.clone())))
+        .ship(ShipRequest::new(
+            "vm1",
+            "disk0",
+            &img,
+            ChangedSource::SincePoint(r2.point.clone()),
+        ))
         .await
         .unwrap();
     assert!(r3.bytes_new <= 256 << 10, "{r3:?}");
@@ -73,12 +108,19 @@ async fn full_list_and_hash_ships_restore_into_every_format() {
 
     let pts = vault.points(Some("vm1")).await.unwrap();
     assert_eq!(pts.len(), 3);
-    assert_eq!(vault.point(Some("vm1"), "latest").await.unwrap().id, r3.point);
+    assert_eq!(
+        vault.point(Some("vm1"), "latest").await.unwrap().id,
+        r3.point
+    );
     let m2 = vault.point(None, &r2.point[..6]).await.unwrap();
     assert_eq!(m2.disks[0].changes.source, "list");
     assert_eq!(m2.disks[0].changes.extents.len(), 2);
 
-    for (point, snap) in [(&r1.point, "s1.raw"), (&r2.point, "s2.raw"), (&r3.point, "s3.raw")] {
+    for (point, snap) in [
+        (&r1.point, "s1.raw"),
+        (&r2.point, "s2.raw"),
+        (&r3.point, "s3.raw"),
+    ] {
         for f in ALL_FORMATS {
             let out = p(d.path(), &format!("restored.{}", qemu_fmt(f)));
             let rep = vault.restore(Some("vm1"), point, &out, f).await.unwrap();
@@ -94,7 +136,15 @@ async fn full_list_and_hash_ships_restore_into_every_format() {
 
     // re-open with the same key works; a change list without a previous point is refused
     let v2 = Vault::open(&url, &key()).await.unwrap();
-    let e = v2.ship(ShipRequest::new("vm2", "disk0", &img, ChangedSource::List(vec![]))).await.unwrap_err();
+    let e = v2
+        .ship(ShipRequest::new(
+            "vm2",
+            "disk0",
+            &img,
+            ChangedSource::List(vec![]),
+        ))
+        .await
+        .unwrap_err();
     assert!(matches!(e, VaultError::InvalidRequest(_)), "{e}");
 }
 
@@ -103,18 +153,28 @@ async fn wrong_key_is_a_clear_error() {
     let d = tmp();
     let url = p(d.path(), "vault").display().to_string();
     Vault::init(&url, &key()).await.unwrap();
-    let e = Vault::open(&url, &Key::parse(&"77".repeat(32)).unwrap()).await.unwrap_err();
+    let e = Vault::open(&url, &Key::parse(&"77".repeat(32)).unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(e, VaultError::WrongKey), "{e}");
     assert!(e.to_string().contains("wrong key"));
     // passphrase vaults: argon2id with the stored salt
     let url2 = p(d.path(), "vault2").display().to_string();
-    Vault::init(&url2, &Key::parse("correct horse battery").unwrap()).await.unwrap();
-    Vault::open(&url2, &Key::parse("correct horse battery").unwrap()).await.unwrap();
-    let e = Vault::open(&url2, &Key::parse("correct horse battery!").unwrap()).await.unwrap_err();
+    Vault::init(&url2, &Key::parse("correct horse battery").unwrap())
+        .await
+        .unwrap();
+    Vault::open(&url2, &Key::parse("correct horse battery").unwrap())
+        .await
+        .unwrap();
+    let e = Vault::open(&url2, &Key::parse("correct horse battery!").unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(e, VaultError::WrongKey), "{e}");
     let e = Vault::init(&url, &key()).await.unwrap_err();
     assert!(matches!(e, VaultError::AlreadyExists(_)), "{e}");
-    let e = Vault::open(&p(d.path(), "none").display().to_string(), &key()).await.unwrap_err();
+    let e = Vault::open(&p(d.path(), "none").display().to_string(), &key())
+        .await
+        .unwrap_err();
     assert!(matches!(e, VaultError::NotAVault { .. }), "{e}");
 }
 
@@ -125,7 +185,10 @@ async fn flipped_bit_is_found_by_check_and_refused_by_restore() {
     let vdir = p(d.path(), "vault");
     let url = vdir.display().to_string();
     let vault = Vault::init(&url, &key()).await.unwrap();
-    let r = vault.ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full)).await.unwrap();
+    let r = vault
+        .ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full))
+        .await
+        .unwrap();
     assert!(vault.check(true).await.unwrap().ok);
     let flipped = flip_bit_in_largest(&vdir.join("packs"));
     let c = vault.check(false).await.unwrap();
@@ -135,7 +198,15 @@ async fn flipped_bit_is_found_by_check_and_refused_by_restore() {
     let name = flipped.file_name().unwrap().to_string_lossy().to_string();
     assert!(c.errors.iter().any(|e| e.contains(&name)), "{c:?}");
     let out = p(d.path(), "out.qcow2");
-    let e = vault.restore(Some("vm1"), &r.point, &out, lifeboat_vault::WriteFormat::Qcow2).await.unwrap_err();
+    let e = vault
+        .restore(
+            Some("vm1"),
+            &r.point,
+            &out,
+            lifeboat_vault::WriteFormat::Qcow2,
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(e, VaultError::Corrupt { .. }), "{e}");
     assert!(!out.exists(), "a failed restore leaves no image behind");
 }
@@ -149,11 +220,17 @@ async fn prune_keeps_what_live_points_need_and_respects_locks() {
     let mut points = Vec::new();
     for i in 0..3u64 {
         write_random(&img, 30 << 20, 1 << 20, 10 + i);
-        let r = vault.ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full)).await.unwrap();
+        let r = vault
+            .ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full))
+            .await
+            .unwrap();
         points.push(r.point);
     }
     snapshot(&img, &p(d.path(), "last.raw"));
-    let other = vault.ship(ShipRequest::new("vm2", "disk0", &img, ChangedSource::Full)).await.unwrap();
+    let other = vault
+        .ship(ShipRequest::new("vm2", "disk0", &img, ChangedSource::Full))
+        .await
+        .unwrap();
 
     // a live shared lock (a ship in progress) blocks prune; an exclusive one blocks ship
     let l = vault.lock(false).await.unwrap();
@@ -161,7 +238,10 @@ async fn prune_keeps_what_live_points_need_and_respects_locks() {
     assert!(matches!(e, VaultError::Locked(_)), "{e}");
     l.release().await.unwrap();
     let l = vault.lock(true).await.unwrap();
-    let e = vault.ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full)).await.unwrap_err();
+    let e = vault
+        .ship(ShipRequest::new("vm1", "disk0", &img, ChangedSource::Full))
+        .await
+        .unwrap_err();
     assert!(matches!(e, VaultError::Locked(_)), "{e}");
     l.release().await.unwrap();
 
@@ -170,16 +250,31 @@ async fn prune_keeps_what_live_points_need_and_respects_locks() {
     assert_eq!(rep.points_kept, 2);
     assert!(rep.bytes_after < rep.bytes_before, "{rep:?}");
     assert!(rep.packs_deleted >= 1 && rep.packs_repacked >= 1, "{rep:?}");
-    let left: Vec<String> = vault.points(None).await.unwrap().into_iter().map(|p| p.id).collect();
-    assert!(left.contains(&points[2]) && left.contains(&other.point), "{left:?}");
+    let left: Vec<String> = vault
+        .points(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert!(
+        left.contains(&points[2]) && left.contains(&other.point),
+        "{left:?}"
+    );
     let c = vault.check(true).await.unwrap();
     assert!(c.ok && c.warnings.is_empty(), "{c:?}");
     for pt in [&points[2], &other.point] {
         let out = p(d.path(), "r.qcow2");
-        vault.restore(None, pt, &out, lifeboat_vault::WriteFormat::Qcow2).await.unwrap();
+        vault
+            .restore(None, pt, &out, lifeboat_vault::WriteFormat::Qcow2)
+            .await
+            .unwrap();
         assert_same(&p(d.path(), "last.raw"), "raw", &out, "qcow2");
     }
     // pruning again changes nothing
     let rep = vault.prune(1).await.unwrap();
-    assert!(rep.points_removed.is_empty() && rep.packs_deleted == 0, "{rep:?}");
+    assert!(
+        rep.points_removed.is_empty() && rep.packs_deleted == 0,
+        "{rep:?}"
+    );
 }

@@ -78,7 +78,10 @@ pub fn snapshot(src: &Path, dst: &Path) {
 }
 
 pub fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("lifeboat-vault-test").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("lifeboat-vault-test")
+        .tempdir()
+        .unwrap()
 }
 
 pub fn p(dir: &Path, name: &str) -> PathBuf {
