@@ -280,6 +280,21 @@ pub fn qcow2_dirty_extents(image: &Path, bitmap: &str) -> Result<Vec<Extent>> {
                     reason: format!("cannot start: {e}"),
                 })?;
             if !out.status.success() {
+                // qemu-nbd refuses an unknown bitmap only when the client connects: prefer its words
+                std::thread::sleep(Duration::from_millis(100));
+                if let Ok(Some(_)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    if !err.trim().is_empty() {
+                        return Err(VaultError::Tool {
+                            tool: "qemu-nbd".into(),
+                            reason: err.trim().to_string(),
+                        });
+                    }
+                }
                 return Err(VaultError::Tool {
                     tool: "qemu-img map".into(),
                     reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),

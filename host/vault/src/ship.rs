@@ -274,6 +274,8 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
 }
 
 const UPLOADERS: usize = 4;
+/// Stored packs are listed in a new index file every this many packs.
+const INDEX_EVERY: usize = 8;
 
 struct PipeOut {
     virtual_size: u64,
@@ -437,6 +439,8 @@ fn pipeline(
         first: Mutex::new(None),
     };
     let new_ids: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
+    // stored packs not yet listed in an index file (shared by the uploaders)
+    let unindexed: Mutex<Vec<crate::format::PackRecord>> = Mutex::new(Vec::new());
     let crypto = &inner.crypto;
     let level = cfg.compression.level;
 
@@ -577,21 +581,23 @@ fn pipeline(
         for _ in 0..UPLOADERS {
             let pack_rx = pack_rx.clone();
             let fail = &fail;
+            let unindexed = &unindexed;
             sc.spawn(move || {
                 let r = (|| -> Result<()> {
-                    let mut unindexed = Vec::new();
                     for (parts, rec) in pack_rx.iter() {
                         rt.block_on(inner.backend.write_parts(&pack_path(&rec.id), parts))?;
                         stats.bytes_stored.fetch_add(rec.size, Ordering::Relaxed);
                         stats.packs.fetch_add(1, Ordering::Relaxed);
-                        unindexed.push(rec);
-                        if unindexed.len() >= 8 {
-                            rt.block_on(inner.write_index(&unindexed))?;
-                            unindexed.clear();
+                        let batch = match unindexed.lock() {
+                            Ok(mut u) => {
+                                u.push(rec);
+                                if u.len() >= INDEX_EVERY { std::mem::take(&mut *u) } else { Vec::new() }
+                            }
+                            Err(_) => return Err(VaultError::Internal("index list poisoned".into())),
+                        };
+                        if !batch.is_empty() {
+                            rt.block_on(inner.write_index(&batch))?;
                         }
-                    }
-                    if !unindexed.is_empty() {
-                        rt.block_on(inner.write_index(&unindexed))?;
                     }
                     Ok(())
                 })();
@@ -736,6 +742,14 @@ fn pipeline(
             ok => ok,
         }
     });
+    // index what was stored, even after a failure: the next ship reuses it
+    let rest = unindexed.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
+    if !rest.is_empty() {
+        let r = rt.block_on(inner.write_index(&rest));
+        if let Err(e) = r {
+            fail.set(e);
+        }
+    }
     if let Some(e) = fail.first.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
     }
