@@ -1,5 +1,7 @@
 //! The real binary: exit code, stdout and stderr pinned.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{insta_settings, lifeboat, transcript};

@@ -1,6 +1,8 @@
 //! A run killed with SIGKILL mid-apply resumes: actions journaled as done are
 //! not applied again; the one interrupted mid-apply is applied again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Stdio;

@@ -2,6 +2,8 @@
 //! their own step, within their limits, with a message naming plugin, step
 //! and cause; the host and the other steps go on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Every workflow in workflows/ plans to a pinned, byte-identical document,
 //! in text and in JSON.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{insta_settings, lifeboat, root};

@@ -3,6 +3,8 @@
 //! Host crates (workflow validation, planning, the engine) speak these types;
 //! only `lifeboat-runtime` knows the generated bindings and converts.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 use serde::{Deserialize, Serialize};
 
 /// The WIT package this host implements.

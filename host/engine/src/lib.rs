@@ -3,6 +3,8 @@
 //! retried with backoff when the plugin says that may help, and a resumed run
 //! skips every action the journal marks done.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod journal;
 
 use std::collections::{HashMap, HashSet};

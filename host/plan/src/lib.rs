@@ -4,6 +4,8 @@
 //! The same expansion code ([`expand`]) is used at plan time and, for steps
 //! whose inputs were only known after apply, by the engine at apply time.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod redact;
 mod render;
 pub mod scope;

@@ -1,6 +1,8 @@
 //! One sandboxed call: a fresh store with nothing granted but what the policy
 //! says, a memory cap, and a deadline re-armed for this call.
 
+#![allow(clippy::result_large_err)] // CallError is the cold path of every call
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
