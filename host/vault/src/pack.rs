@@ -34,21 +34,22 @@ impl BlobEncoder {
         data: &[u8],
     ) -> Result<Vec<u8>> {
         let head = NONCE_LEN + 1;
+        // room for the worst case (raw + tag): no reallocation, and no zeroing since zstd
+        // writes into the spare capacity after the header
         let mut out = Vec::with_capacity(head + data.len() + TAG_LEN);
-        out.resize(head + data.len(), 0);
+        out.extend_from_slice(&[0u8; NONCE_LEN + 1]);
         let limit = data.len() - data.len() / 32;
-        let compressed = match out.get_mut(head..head + limit) {
-            Some(dst) => self.comp.compress_to_buffer(data, dst).ok(),
-            None => None,
+        let n = {
+            let mut cur = std::io::Cursor::new(&mut out);
+            cur.set_position(head as u64);
+            self.comp.compress_to_buffer(data, &mut cur).ok()
         };
-        match compressed {
-            Some(n) if n < limit => {
-                out[NONCE_LEN] = STORED_ZSTD;
-                out.truncate(head + n);
-            }
+        match n {
+            Some(n) if n < limit && out.len() == head + n => out[NONCE_LEN] = STORED_ZSTD,
             _ => {
+                out.truncate(head);
                 out[NONCE_LEN] = STORED_RAW;
-                out[head..].copy_from_slice(data);
+                out.extend_from_slice(data);
             }
         }
         crypto.seal_in_place(&mut self.nonces, &blob_aad(kind, id), &mut out)?;

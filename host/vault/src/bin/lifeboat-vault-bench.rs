@@ -34,6 +34,7 @@ fn main() {
     let r = match args.first().map(String::as_str) {
         Some("bench") => rt.block_on(bench(&args[1..])),
         Some("ship") => rt.block_on(ship_cmd(&args[1..])),
+        Some("restore") => rt.block_on(restore_cmd(&args[1..])),
         _ => Err("usage: lifeboat-vault-bench bench BASE INCR CHANGED [--work DIR] [--no-anchors]\n       lifeboat-vault-bench ship VAULT IMAGE VM DISK".into()),
     };
     if let Err(e) = r {
@@ -56,6 +57,20 @@ async fn ship_cmd(a: &[String]) -> Res<()> {
     };
     let r = v
         .ship(ShipRequest::new(vm, disk, image, ChangedSource::Full))
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+async fn restore_cmd(a: &[String]) -> Res<()> {
+    let [vault, point, out] = a else {
+        return Err("restore VAULT POINT|latest OUT.raw (VM vm)".into());
+    };
+    let key = Key::from_env_or_file(None).map_err(|e| e.to_string())?;
+    let v = Vault::open(vault, &key).await.map_err(|e| e.to_string())?;
+    let r = v
+        .restore(Some("vm"), point, Path::new(out), WriteFormat::Raw)
         .await
         .map_err(|e| e.to_string())?;
     println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
