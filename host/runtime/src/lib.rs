@@ -152,8 +152,8 @@ fn engine_config(pooling: Option<&RuntimeConfig>) -> Config {
         pool.max_unused_warm_slots(n.min(8));
         // Reset small, hot slots with memset instead of madvise: plugin
         // calls are short and touch little memory.
-        pool.linear_memory_keep_resident(1 << 20);
-        pool.table_keep_resident(64 << 10);
+        pool.linear_memory_keep_resident(128 << 10);
+        pool.table_keep_resident(16 << 10);
         pool.async_stack_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config.memory_reservation(rc.max_memory);
