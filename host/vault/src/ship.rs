@@ -286,11 +286,13 @@ struct PipeOut {
     data_bytes: u64,
 }
 
+/// Up to [`JOB_CHUNKS`] consecutive chunks read with one call.
 struct Job {
     slot: u64,
     buf: Vec<u8>,
     len: usize,
 }
+const JOB_CHUNKS: u64 = 16;
 struct Done {
     slot: u64,
     id: Id,
@@ -425,13 +427,13 @@ fn pipeline(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8);
-    let nbufs = workers * 6 + 4;
-    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(workers * 4);
+    let nbufs = workers * 4 + 2;
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(workers * 2);
     let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(nbufs);
     for _ in 0..nbufs {
-        let _ = pool_tx.send(vec![0u8; cs as usize]);
+        let _ = pool_tx.send(vec![0u8; (cs * JOB_CHUNKS) as usize]);
     }
-    let (res_tx, res_rx) = crossbeam_channel::bounded::<Done>(workers * 8);
+    let (res_tx, res_rx) = crossbeam_channel::bounded::<Vec<Done>>(workers * 4);
     let (blob_tx, blob_rx) = crossbeam_channel::bounded::<Blob>(workers * 4);
     let (pack_tx, pack_rx) = crossbeam_channel::bounded::<FinishedPack>(2);
     let fail = Failure {
@@ -456,21 +458,25 @@ fn pipeline(
                     if a != Action::Read {
                         continue;
                     }
-                    for slot in s..e {
+                    let mut slot = s;
+                    while slot < e {
                         if fail.cancelled() {
                             return;
                         }
                         let Ok(mut buf) = pool_rx.recv() else { return };
-                        let len = slot_len(slot) as usize;
+                        let n = JOB_CHUNKS.min(e - slot);
+                        let len = ((slot + n) * cs).min(vs) - slot * cs;
+                        let len = len as usize;
                         if let Err(e) = disk.read_at(slot * cs, &mut buf[..len]) {
                             fail.set(e.into());
                             return;
                         }
                         stats.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
-                        stats.chunks_read.fetch_add(1, Ordering::Relaxed);
+                        stats.chunks_read.fetch_add(n, Ordering::Relaxed);
                         if job_tx.send(Job { slot, buf, len }).is_err() {
                             return;
                         }
+                        slot += n;
                     }
                 }
             });
@@ -495,8 +501,11 @@ fn pipeline(
                     }
                 };
                 for job in job_rx.iter() {
-                    if !fail.cancelled() {
-                        let data = &job.buf[..job.len];
+                    let mut done = Vec::with_capacity(JOB_CHUNKS as usize);
+                    for (k, data) in job.buf[..job.len].chunks(cs as usize).enumerate() {
+                        if fail.cancelled() {
+                            break;
+                        }
                         let r = (|| -> Result<Id> {
                             if is_zero(data) {
                                 stats
@@ -529,18 +538,16 @@ fn pipeline(
                             Ok(id)
                         })();
                         match r {
-                            Ok(id) => {
-                                let done = Done {
-                                    slot: job.slot,
-                                    id,
-                                    len: job.len as u64,
-                                };
-                                if res_tx.send(done).is_err() {
-                                    fail.set(VaultError::Internal("collector stopped".into()));
-                                }
-                            }
+                            Ok(id) => done.push(Done {
+                                slot: job.slot + k as u64,
+                                id,
+                                len: data.len() as u64,
+                            }),
                             Err(e) => fail.set(e),
                         }
+                    }
+                    if !fail.cancelled() && res_tx.send(done).is_err() {
+                        fail.set(VaultError::Internal("collector stopped".into()));
                     }
                     let _ = pool_tx.send(job.buf);
                 }
@@ -686,7 +693,7 @@ fn pipeline(
             }
             let mut done_bytes = 0u64;
             let mut next_report = 0u64;
-            for d in res_rx.iter() {
+            for d in res_rx.iter().flatten() {
                 let t = (d.slot / ts) as usize;
                 if !open.contains_key(&t) {
                     let slots = init_table(t, &mut data_bytes)?;

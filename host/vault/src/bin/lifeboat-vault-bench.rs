@@ -77,7 +77,14 @@ async fn restore_cmd(a: &[String]) -> Res<()> {
     Ok(())
 }
 
+/// Flushes dirty pages (untimed) so that one phase's writeback does not land in the next
+/// phase's fsyncs (ext4 data=ordered commits flush every dirty file).
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 fn reset_peak() {
+    settle();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -151,6 +158,7 @@ impl Tool {
 
 /// Runs a command under GNU time; returns (seconds, peak MiB).
 fn timed(cmd: &mut Command) -> Res<(f64, f64)> {
+    settle();
     let tf = std::env::temp_dir().join(format!("lbv-time-{}", std::process::id()));
     let prog = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
