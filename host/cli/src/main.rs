@@ -5,6 +5,7 @@
 
 mod load;
 mod progress;
+mod vault;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ use tracing::Instrument;
 use crate::load::{Failure, Loaded};
 
 /// Exit code: a run or a plugin failed.
-const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 /// Exit code: the input (command line, workflow, plan file) is invalid.
 const EXIT_INVALID: u8 = 2;
 
@@ -100,6 +101,9 @@ enum Command {
     Plugin(PluginCommand),
     /// Print the JSON Schema of workflow files (for editors).
     Schema,
+    /// The vault of recovery points: init, ship, points, restore, check, prune.
+    #[command(subcommand)]
+    Vault(vault::VaultCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,6 +300,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        Command::Vault(cmd) => vault::run(cmd).await,
         Command::Schema => {
             println!(
                 "{}",
