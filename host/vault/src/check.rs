@@ -33,6 +33,16 @@ pub struct CheckReport {
 }
 
 pub(crate) async fn check(vault: &Vault, read_data: bool) -> Result<CheckReport> {
+    // a shared lock: a concurrent prune would make packs vanish under the check
+    let lock = lock::acquire(&vault.inner, false).await?;
+    let r = check_locked(vault, read_data).await;
+    let rel = lock.release().await;
+    let rep = r?;
+    rel?;
+    Ok(rep)
+}
+
+async fn check_locked(vault: &Vault, read_data: bool) -> Result<CheckReport> {
     let inner = &vault.inner;
     let mut rep = CheckReport {
         read_data,

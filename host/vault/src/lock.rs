@@ -1,4 +1,4 @@
-//! Locks: `locks/<id>` objects. Ship and restore-free writers take shared locks, prune an
+//! Locks: `locks/<id>` objects. Ship, restore and check take shared locks, prune an
 //! exclusive one. A lock is written first, then all locks are listed; on a conflict the
 //! new lock is removed again, so two racing processes both back off rather than both
 //! proceed. Locks are refreshed every minute; one not refreshed for 10 minutes, or held

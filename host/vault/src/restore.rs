@@ -60,6 +60,23 @@ pub(crate) async fn restore(
     out: &Path,
     format: WriteFormat,
 ) -> Result<RestoreReport> {
+    // a shared lock: prune must not delete or rewrite packs while they are being read
+    let lock = crate::lock::acquire(&vault.inner, false).await?;
+    let r = restore_locked(vault, vm, point, disk, out, format).await;
+    let rel = lock.release().await;
+    let rep = r?;
+    rel?;
+    Ok(rep)
+}
+
+async fn restore_locked(
+    vault: &Vault,
+    vm: Option<&str>,
+    point: &str,
+    disk: Option<&str>,
+    out: &Path,
+    format: WriteFormat,
+) -> Result<RestoreReport> {
     let t0 = Instant::now();
     let inner = vault.inner.clone();
     let m = inner.resolve(vm, point).await?;
