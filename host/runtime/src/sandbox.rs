@@ -370,6 +370,19 @@ impl Call {
         }
     }
 
+    /// The outcome of a call: its value, or why it failed.
+    fn settle<T>(
+        &self,
+        r: Result<wasmtime::Result<Result<T, wit::StepError>>, tokio::time::error::Elapsed>,
+    ) -> Result<T, CallError> {
+        match r {
+            Err(_) => Err(self.timeout_error()),
+            Ok(Err(e)) => Err(self.classify(e)),
+            Ok(Ok(Err(e))) => Err(self.step_error(e)),
+            Ok(Ok(Ok(v))) => Ok(v),
+        }
+    }
+
     fn timeout_error(&self) -> CallError {
         let s = self.store.data();
         CallError::Timeout {
@@ -505,12 +518,7 @@ pub(crate) async fn plan(
             .await
     };
     let r = tokio::time::timeout(outer_limit(policy.timeout), fut).await;
-    let res = match r {
-        Err(_) => return Err(call.timeout_error()),
-        Ok(Err(e)) => return Err(call.classify(e)),
-        Ok(Ok(Err(e))) => return Err(call.step_error(e)),
-        Ok(Ok(Ok(res))) => res,
-    };
+    let res = call.settle(r)?;
     let mut actions = Vec::with_capacity(res.actions.len());
     for a in res.actions {
         actions.push(contract::Action {
@@ -560,12 +568,7 @@ pub(crate) async fn apply(
             .await
     };
     let r = tokio::time::timeout(outer_limit(policy.timeout), fut).await;
-    let res = match r {
-        Err(_) => return Err(call.timeout_error()),
-        Ok(Err(e)) => return Err(call.classify(e)),
-        Ok(Ok(Err(e))) => return Err(call.step_error(e)),
-        Ok(Ok(Ok(res))) => res,
-    };
+    let res = call.settle(r)?;
     let mut out = Vec::with_capacity(res.len());
     for o in res {
         let v = match o.value {
