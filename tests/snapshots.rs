@@ -59,6 +59,17 @@ fn every_workflow_plans_deterministically() {
 }
 
 #[test]
+fn every_workflow_runs() {
+    for file in workflows() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = lifeboat().args(["run", "--state-dir"]).arg(dir.path()).arg(&file).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{file}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("\nResult: ok"), "{file}:\n{stdout}");
+    }
+}
+
+#[test]
 fn secrets_never_appear_in_plans() {
     let dir = tempfile::tempdir().unwrap();
     let wf = dir.path().join("secret.yaml");
