@@ -127,7 +127,7 @@ impl Backend {
             .map_err(|source| VaultError::Backend {
                 op: "read",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -140,7 +140,7 @@ impl Backend {
             .map_err(|source| VaultError::Backend {
                 op: "read",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         if buf.len() as u64 != len {
             return Err(VaultError::corrupt(
@@ -162,7 +162,7 @@ impl Backend {
             .map_err(|source| VaultError::Backend {
                 op: "write",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -174,7 +174,7 @@ impl Backend {
             .map_err(|source| VaultError::Backend {
                 op: "write",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -185,7 +185,7 @@ impl Backend {
             .map_err(|source| VaultError::Backend {
                 op: "stat",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -197,7 +197,7 @@ impl Backend {
             .map_err(|source| VaultError::Backend {
                 op: "stat",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -208,7 +208,7 @@ impl Backend {
             .map_err(|source| VaultError::Backend {
                 op: "delete",
                 path: path.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -221,7 +221,7 @@ impl Backend {
                 return Err(VaultError::Backend {
                     op: "list",
                     path: dir.to_string(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         };

@@ -15,7 +15,7 @@ pub enum VaultError {
         op: &'static str,
         path: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
     /// No vault at that URL (no `config` object).
     #[error("no vault at {url}: {reason}")]

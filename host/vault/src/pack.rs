@@ -58,6 +58,7 @@ impl BlobEncoder {
 }
 
 /// Decrypts, decompresses and verifies a blob into `out` (cleared first).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decode_blob(
     crypto: &Crypto,
     dctx: &mut zstd::bulk::Decompressor<'static>,

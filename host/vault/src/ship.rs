@@ -695,9 +695,8 @@ fn pipeline(
             let mut next_report = 0u64;
             for d in res_rx.iter().flatten() {
                 let t = (d.slot / ts) as usize;
-                if !open.contains_key(&t) {
-                    let slots = init_table(t, &mut data_bytes)?;
-                    open.insert(t, (slots, pending[t]));
+                if let std::collections::hash_map::Entry::Vacant(v) = open.entry(t) {
+                    v.insert((init_table(t, &mut data_bytes)?, pending[t]));
                 }
                 let Some((slots, left)) = open.get_mut(&t) else {
                     return Err(VaultError::Internal("table bookkeeping".into()));

@@ -1,6 +1,7 @@
 //! Real changed-block tracking: a qcow2 persistent dirty bitmap, writes through qemu-io,
 //! an incremental ship of only the dirty extents (read through qemu-nbd block status),
 //! and restores identical per `qemu-img compare`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Faults: `kill -9` in the middle of a ship, then ship again: no corrupt point, nothing
 //! lost, the dead process's lock is stale, prune removes the orphans.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Local-folder vault: full / change-list / hash-comparison ships, restore of every point
 //! into every writable format (checked with `qemu-img compare`), check, wrong key,
 //! a flipped bit, prune and locks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! (Azurite), started and stopped (by PID) by this test. Install them with
 //! host/vault/tests/setup-servers.sh, or point LIFEBOAT_MOTO / LIFEBOAT_AZURITE (and
 //! LIFEBOAT_TOOLS_PYTHON) at existing installs. A missing server FAILS the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(unsafe_code)] // std::env::set_var before any other thread reads the environment
 
 mod common;

@@ -584,7 +584,8 @@ async fn bench(a: &[String]) -> Res<()> {
     println!(" | goal");
     let sep = "-".repeat(34 + tools.len() * 20 + 30);
     println!("{sep}");
-    let phases: [(&str, fn(&Tool) -> &Row, &str); 4] = [
+    type Phase = (&'static str, fn(&Tool) -> &Row, &'static str);
+    let phases: [Phase; 4] = [
         (
             "full ship of base.img",
             |t| &t.full,

@@ -1,5 +1,5 @@
 //! Shared helpers: images made and compared with qemu-img / qemu-io (the oracle).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
