@@ -189,5 +189,9 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
             rep.unindexed_packs_deleted += 1;
         }
     }
+    // partial objects of killed writers (local folders write through .tmp/, then rename)
+    for f in inner.backend.list(".tmp/").await? {
+        inner.backend.delete(&f).await?;
+    }
     Ok(rep)
 }
