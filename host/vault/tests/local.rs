@@ -171,6 +171,15 @@ async fn wrong_key_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(matches!(e, VaultError::WrongKey), "{e}");
+    // key files: hex or passphrase, surrounding whitespace ignored
+    let kf = p(d.path(), "key");
+    std::fs::write(&kf, format!("  {}\n", "5a".repeat(32))).unwrap();
+    Vault::open(&url, &Key::from_env_or_file(Some(&kf)).unwrap()).await.unwrap();
+    std::fs::write(&kf, "correct horse battery\n").unwrap();
+    Vault::open(&url2, &Key::from_env_or_file(Some(&kf)).unwrap()).await.unwrap();
+    std::fs::write(&kf, "short").unwrap();
+    let e = Key::from_env_or_file(Some(&kf)).unwrap_err();
+    assert!(e.to_string().contains("key file"), "{e}");
     let e = Vault::init(&url, &key()).await.unwrap_err();
     assert!(matches!(e, VaultError::AlreadyExists(_)), "{e}");
     let e = Vault::open(&p(d.path(), "none").display().to_string(), &key())
