@@ -62,9 +62,19 @@ fn every_workflow_plans_deterministically() {
 fn every_workflow_runs() {
     for file in workflows() {
         let dir = tempfile::tempdir().unwrap();
-        let out = lifeboat().args(["run", "--state-dir"]).arg(dir.path()).arg(&file).output().unwrap();
+        let out = lifeboat()
+            .args(["run", "--state-dir"])
+            .arg(dir.path())
+            .arg(&file)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{file}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("\nResult: ok"), "{file}:\n{stdout}");
     }
 }

@@ -147,7 +147,7 @@ async fn main() {
     let p = rt.load("demo", wasm).await.unwrap();
     let mut warm = vec![];
     let mut warm_plan = vec![];
-    for _ in 0..2000 {
+    for _ in 0..5000 {
         let t = Instant::now();
         let plan = rt
             .plan(&p, &Policy::default(), &ctx, "failover", &inputs)

@@ -147,7 +147,8 @@ impl Packer {
             kind,
             id,
             offset: self.len as u64,
-            stored_len: u32::try_from(env.len()).map_err(|_| VaultError::Internal("blob too large".into()))?,
+            stored_len: u32::try_from(env.len())
+                .map_err(|_| VaultError::Internal("blob too large".into()))?,
             raw_len,
         });
         self.len += env.len();
@@ -167,14 +168,25 @@ impl Packer {
         }
         let entries = std::mem::take(&mut self.entries);
         let mut parts = std::mem::take(&mut self.parts);
-        let header = crypto.seal(&mut self.nonces, AAD_PACK_HEADER, &encode_pack_header(&entries))?;
+        let header = crypto.seal(
+            &mut self.nonces,
+            AAD_PACK_HEADER,
+            &encode_pack_header(&entries),
+        )?;
         let id = *blake3::hash(&header).as_bytes();
         let hlen = header.len() as u32;
         let size = (self.len + header.len() + 4) as u64;
         self.len = 0;
         parts.push(bytes::Bytes::from(header));
         parts.push(bytes::Bytes::copy_from_slice(&hlen.to_le_bytes()));
-        Ok(Some((parts, PackRecord { id, size, blobs: entries })))
+        Ok(Some((
+            parts,
+            PackRecord {
+                id,
+                size,
+                blobs: entries,
+            },
+        )))
     }
 }
 

@@ -156,7 +156,9 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
             let env = bytes
                 .get(a..a + b.stored_len as usize)
                 .ok_or_else(|| VaultError::corrupt(&path, "blob beyond the end of the pack"))?;
-            if let Some((parts, r)) = packer.add(&inner.crypto, b.kind, b.id, env.to_vec(), b.raw_len)? {
+            if let Some((parts, r)) =
+                packer.add(&inner.crypto, b.kind, b.id, env.to_vec(), b.raw_len)?
+            {
                 inner.backend.write_parts(&pack_path(&r.id), parts).await?;
                 written.push(r);
             }

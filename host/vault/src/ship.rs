@@ -598,9 +598,15 @@ fn pipeline(
                         let batch = match unindexed.lock() {
                             Ok(mut u) => {
                                 u.push(rec);
-                                if u.len() >= INDEX_EVERY { std::mem::take(&mut *u) } else { Vec::new() }
+                                if u.len() >= INDEX_EVERY {
+                                    std::mem::take(&mut *u)
+                                } else {
+                                    Vec::new()
+                                }
                             }
-                            Err(_) => return Err(VaultError::Internal("index list poisoned".into())),
+                            Err(_) => {
+                                return Err(VaultError::Internal("index list poisoned".into()));
+                            }
                         };
                         if !batch.is_empty() {
                             rt.block_on(inner.write_index(&batch))?;
@@ -749,7 +755,10 @@ fn pipeline(
         }
     });
     // index what was stored, even after a failure: the next ship reuses it
-    let rest = unindexed.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
+    let rest = unindexed
+        .lock()
+        .map(|mut u| std::mem::take(&mut *u))
+        .unwrap_or_default();
     if !rest.is_empty() {
         let r = rt.block_on(inner.write_index(&rest));
         if let Err(e) = r {

@@ -12,9 +12,17 @@ use common::*;
 use lifeboat_vault::{ChangedSource, ShipRequest, Vault, WriteFormat};
 
 fn count_files(dir: &std::path::Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     rd.flatten()
-        .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
+        .map(|e| {
+            if e.path().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
         .sum()
 }
 
@@ -49,14 +57,21 @@ async fn kill_9_during_ship_then_ship_again() {
     // wait until some packs are indexed (8 packs = 128 MiB), then kill -9
     let t0 = Instant::now();
     while count_files(&vdir.join("index")) == 0 {
-        assert!(child.try_wait().unwrap().is_none(), "ship finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ship finished before it could be killed"
+        );
         assert!(t0.elapsed() < Duration::from_secs(120), "no index appeared");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(count_files(&vdir.join("points")), 0, "no point was sealed");
-    assert_eq!(count_files(&vdir.join("locks")), 1, "the dead ship's lock is left behind");
+    assert_eq!(
+        count_files(&vdir.join("locks")),
+        1,
+        "the dead ship's lock is left behind"
+    );
 
     let vault = Vault::open(&url, &key()).await.unwrap();
     assert!(vault.points(None).await.unwrap().is_empty());
@@ -64,10 +79,19 @@ async fn kill_9_during_ship_then_ship_again() {
     assert!(c.ok, "what was stored is intact: {c:?}");
     assert!(c.warnings.iter().any(|w| w.contains("stale lock")), "{c:?}");
 
-    let r = vault.ship(ShipRequest::new("vm", "disk0", &img, ChangedSource::Full)).await.unwrap();
-    assert!(r.bytes_deduped >= 128 << 20, "indexed chunks of the killed ship are reused: {r:?}");
+    let r = vault
+        .ship(ShipRequest::new("vm", "disk0", &img, ChangedSource::Full))
+        .await
+        .unwrap();
+    assert!(
+        r.bytes_deduped >= 128 << 20,
+        "indexed chunks of the killed ship are reused: {r:?}"
+    );
     let out = p(d.path(), "out.raw");
-    vault.restore(Some("vm"), "latest", &out, WriteFormat::Raw).await.unwrap();
+    vault
+        .restore(Some("vm"), "latest", &out, WriteFormat::Raw)
+        .await
+        .unwrap();
     assert_same(&img, "raw", &out, "raw");
 
     // the stale lock does not block prune, which removes the orphans
@@ -75,7 +99,13 @@ async fn kill_9_during_ship_then_ship_again() {
     assert_eq!(rep.points_kept, 1);
     let c = vault.check(true).await.unwrap();
     assert!(c.ok, "{c:?}");
-    assert!(!c.warnings.iter().any(|w| w.contains("not in any index")), "{c:?}");
-    vault.restore(Some("vm"), "latest", &out, WriteFormat::Qcow2).await.unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("not in any index")),
+        "{c:?}"
+    );
+    vault
+        .restore(Some("vm"), "latest", &out, WriteFormat::Qcow2)
+        .await
+        .unwrap();
     assert_same(&img, "raw", &out, "qcow2");
 }

@@ -174,9 +174,13 @@ async fn wrong_key_is_a_clear_error() {
     // key files: hex or passphrase, surrounding whitespace ignored
     let kf = p(d.path(), "key");
     std::fs::write(&kf, format!("  {}\n", "5a".repeat(32))).unwrap();
-    Vault::open(&url, &Key::from_env_or_file(Some(&kf)).unwrap()).await.unwrap();
+    Vault::open(&url, &Key::from_env_or_file(Some(&kf)).unwrap())
+        .await
+        .unwrap();
     std::fs::write(&kf, "correct horse battery\n").unwrap();
-    Vault::open(&url2, &Key::from_env_or_file(Some(&kf)).unwrap()).await.unwrap();
+    Vault::open(&url2, &Key::from_env_or_file(Some(&kf)).unwrap())
+        .await
+        .unwrap();
     std::fs::write(&kf, "short").unwrap();
     let e = Key::from_env_or_file(Some(&kf)).unwrap_err();
     assert!(e.to_string().contains("key file"), "{e}");

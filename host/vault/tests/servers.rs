@@ -13,11 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use lifeboat_vault::{ChangedSource, Extent, ExtentKind, Key, ShipRequest, Vault, VaultError, WriteFormat};
+use lifeboat_vault::{
+    ChangedSource, Extent, ExtentKind, Key, ShipRequest, Vault, VaultError, WriteFormat,
+};
 
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 // Azurite's well-known development key (published in its documentation).
-const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn tools() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools")
@@ -52,14 +55,24 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_port(port: u16, child: &mut Child, what: &str) {
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "{what} exited during start-up");
-        assert!(t0.elapsed() < Duration::from_secs(60), "{what} did not listen on {port} within 60 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{what} exited during start-up"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on {port} within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -84,7 +97,13 @@ fn start_azurite() -> (Server, u16) {
     let dir = tmp();
     let port = free_port();
     let mut child = Command::new(bin)
-        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--location",
+        ])
         .arg(dir.path())
         .args(["--disableTelemetry", "--skipApiVersionCheck", "--silent"])
         .stdout(Stdio::null())
@@ -104,21 +123,54 @@ async fn exercise(url: &str) {
     let d = tmp();
     let img = p(d.path(), "disk.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "24M"]);
-    qemu_io("qcow2", &img, &["write -P 0x5c 0 2M", "write -P 0x7e 10M 3M"]);
+    qemu_io(
+        "qcow2",
+        &img,
+        &["write -P 0x5c 0 2M", "write -P 0x7e 10M 3M"],
+    );
     let vault = Vault::init(url, &key()).await.unwrap();
-    let r1 = vault.ship(ShipRequest::new("vm", "disk0", &img, ChangedSource::Full)).await.unwrap();
-    qemu_img(&["convert", "-O", "raw", img.to_str().unwrap(), p(d.path(), "s1.raw").to_str().unwrap()]);
+    let r1 = vault
+        .ship(ShipRequest::new("vm", "disk0", &img, ChangedSource::Full))
+        .await
+        .unwrap();
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        p(d.path(), "s1.raw").to_str().unwrap(),
+    ]);
     qemu_io("qcow2", &img, &["write -P 0x99 1M 100k"]);
-    qemu_img(&["convert", "-O", "raw", img.to_str().unwrap(), p(d.path(), "s2.raw").to_str().unwrap()]);
-    let ext = vec![Extent { offset: 1 << 20, length: 100 << 10, kind: ExtentKind::Data }];
-    let r2 = vault.ship(ShipRequest::new("vm", "disk0", &img, ChangedSource::List(ext))).await.unwrap();
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        p(d.path(), "s2.raw").to_str().unwrap(),
+    ]);
+    let ext = vec![Extent {
+        offset: 1 << 20,
+        length: 100 << 10,
+        kind: ExtentKind::Data,
+    }];
+    let r2 = vault
+        .ship(ShipRequest::new(
+            "vm",
+            "disk0",
+            &img,
+            ChangedSource::List(ext),
+        ))
+        .await
+        .unwrap();
     assert!(r2.bytes_read <= 3 * 65536, "{r2:?}");
 
     let v = Vault::open(url, &key()).await.unwrap();
     assert_eq!(v.points(Some("vm")).await.unwrap().len(), 2);
     for (pt, snap) in [(&r1.point, "s1.raw"), (&r2.point, "s2.raw")] {
         let out = p(d.path(), "out.vhdx");
-        v.restore(Some("vm"), pt, &out, WriteFormat::VhdxDynamic).await.unwrap();
+        v.restore(Some("vm"), pt, &out, WriteFormat::VhdxDynamic)
+            .await
+            .unwrap();
         assert_same(&p(d.path(), snap), "raw", &out, "vhdx");
     }
     let c = v.check(true).await.unwrap();
@@ -127,9 +179,13 @@ async fn exercise(url: &str) {
     assert_eq!(rep.points_removed, vec![r1.point.clone()]);
     assert!(v.check(true).await.unwrap().ok);
     let out = p(d.path(), "out.raw");
-    v.restore(Some("vm"), "latest", &out, WriteFormat::Raw).await.unwrap();
+    v.restore(Some("vm"), "latest", &out, WriteFormat::Raw)
+        .await
+        .unwrap();
     assert_same(&p(d.path(), "s2.raw"), "raw", &out, "raw");
-    let e = Vault::open(url, &Key::parse(&"01".repeat(32)).unwrap()).await.unwrap_err();
+    let e = Vault::open(url, &Key::parse(&"01".repeat(32)).unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(e, VaultError::WrongKey), "{e}");
 }
 
@@ -155,12 +211,24 @@ fn vault_on_s3_moto_and_azure_blob_azurite() {
          BlobServiceClient(account_url='{az_endpoint}', credential={{'account_name': '{AZURITE_ACCOUNT}', \
          'account_key': '{AZURITE_KEY}'}}).create_container('lifeboat')"
     ));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        exercise(&format!("s3://lifeboat/vaults/one?endpoint={s3_endpoint}&region=us-east-1")).await;
-        exercise(&format!("azblob://lifeboat/vaults/one?endpoint={az_endpoint}")).await;
+        exercise(&format!(
+            "s3://lifeboat/vaults/one?endpoint={s3_endpoint}&region=us-east-1"
+        ))
+        .await;
+        exercise(&format!(
+            "azblob://lifeboat/vaults/one?endpoint={az_endpoint}"
+        ))
+        .await;
         // a bad endpoint parameter is a clear URL error
-        let e = Vault::open("s3://lifeboat/x?bogus=1", &key()).await.unwrap_err();
+        let e = Vault::open("s3://lifeboat/x?bogus=1", &key())
+            .await
+            .unwrap_err();
         assert!(matches!(e, VaultError::Url { .. }), "{e}");
     });
 }
