@@ -21,6 +21,7 @@ macro_rules! pin {
 fn help() {
     pin!("cli-help", run(&["--help"]));
     pin!("cli-plan-help", run(&["plan", "--help"]));
+    pin!("cli-vault-help", run(&["vault", "--help"]));
 }
 
 #[test]
