@@ -149,3 +149,24 @@ fn plugins() {
         run(&["plugin", "inspect", "builtin:nope"])
     );
 }
+
+#[test]
+fn doctor() {
+    let out = lifeboat().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("ok       qemu-img"), "{text}");
+    assert!(text.contains("ready:"), "{text}");
+    // a machine without qemu-utils is told what to install, with exit code 1
+    let empty = tempfile::tempdir().unwrap();
+    let cargo_bin = std::path::Path::new(env!("CARGO"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = std::env::join_paths([cargo_bin, empty.path().to_path_buf()]).unwrap();
+    let out = lifeboat().arg("doctor").env("PATH", path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("MISSING  qemu-img"), "{text}");
+    assert!(text.contains("fix: apt-get install qemu-utils"), "{text}");
+}

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 a run or a plugin failed; 2 invalid input
 //! (command line, workflow file, plan file).
 
+mod doctor;
 mod load;
 mod progress;
 mod vault;
@@ -101,6 +102,8 @@ enum Command {
     Plugin(PluginCommand),
     /// Print the JSON Schema of workflow files (for editors).
     Schema,
+    /// Check this machine for what workflows and plugin builds need; prints what to install.
+    Doctor,
     /// The vault of recovery points: init, ship, points, restore, check, prune.
     #[command(subcommand)]
     Vault(vault::VaultCommand),
@@ -301,6 +304,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Vault(cmd) => vault::run(cmd).await,
+        Command::Doctor => Ok(doctor::run()),
         Command::Schema => {
             println!(
                 "{}",
