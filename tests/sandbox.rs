@@ -98,7 +98,7 @@ async fn files_env_and_sockets_are_not_there() {
         .to_string();
     assert!(e.contains("cannot read /etc/passwd"), "{e}");
     assert!(!e.contains("root:"), "{e}");
-    // SAFETY of the test: a variable the host has, which the plugin must not see.
+    // The test process has PATH, HOME, … in its environment; the plugin must see none of it.
     let e = plan_err(&rt, "env", &Policy::default(), "")
         .await
         .to_string();

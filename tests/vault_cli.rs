@@ -29,6 +29,13 @@ fn vault(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `vault ship URL --vm VM --disk IMG [extra…]`.
+fn ship(url: &str, vm: &str, img: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["ship", url, "--vm", vm, "--disk", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    vault(&args)
+}
+
 fn ok(out: std::process::Output) -> String {
     assert_eq!(
         out.status.code(),
@@ -75,16 +82,7 @@ fn full_and_incremental_ship_restore_check() {
         .arg(&v1));
 
     ok(vault(&["init", url]));
-    let p1 = ok(vault(&[
-        "ship",
-        url,
-        "--vm",
-        "web-01",
-        "--disk",
-        img.to_str().unwrap(),
-    ]))
-    .trim()
-    .to_string();
+    let p1 = ok(ship(url, "web-01", &img, &[])).trim().to_string();
     assert!(!p1.is_empty());
 
     // the guest changes 64 KiB; the change list says exactly that
@@ -94,17 +92,16 @@ fn full_and_incremental_ship_restore_check() {
         r#"{"changedArea":[{"start":1048576,"length":65536}]}"#,
     )
     .unwrap();
-    let out = vault(&[
-        "ship",
+    let out = ship(
         url,
-        "--vm",
         "web-01",
-        "--disk",
-        img.to_str().unwrap(),
-        "--changed",
-        d.join("changed.json").to_str().unwrap(),
-        "--json",
-    ]);
+        &img,
+        &[
+            "--changed",
+            d.join("changed.json").to_str().unwrap(),
+            "--json",
+        ],
+    );
     let report: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
     assert_eq!(report["bytes_read"], 65536, "{report}");
     let p2 = report["point"].as_str().unwrap().to_string();
@@ -185,14 +182,7 @@ fn change_lists_in_every_platform_shape() {
         .arg("16M"));
     qemu_io(&img, "write -P 0x11 0 2M");
     ok(vault(&["init", url]));
-    ok(vault(&[
-        "ship",
-        url,
-        "--vm",
-        "vm",
-        "--disk",
-        img.to_str().unwrap(),
-    ]));
+    ok(ship(url, "vm", &img, &[]));
     qemu_io(&img, "write -P 0x22 4M 128k");
     let shapes = [
         (
@@ -211,31 +201,22 @@ fn change_lists_in_every_platform_shape() {
     ];
     for (name, text) in shapes {
         std::fs::write(d.join(name), text).unwrap();
-        let out = vault(&[
-            "ship",
+        let out = ship(
             url,
-            "--vm",
             "vm",
-            "--disk",
-            img.to_str().unwrap(),
-            "--changed",
-            d.join(name).to_str().unwrap(),
-            "--json",
-        ]);
+            &img,
+            &["--changed", d.join(name).to_str().unwrap(), "--json"],
+        );
         let r: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
         assert_eq!(r["bytes_read"], 131072, "{name}: {r}");
     }
     std::fs::write(d.join("bad.json"), r#"{"weird":1}"#).unwrap();
-    let out = vault(&[
-        "ship",
+    let out = ship(
         url,
-        "--vm",
         "vm",
-        "--disk",
-        img.to_str().unwrap(),
-        "--changed",
-        d.join("bad.json").to_str().unwrap(),
-    ]);
+        &img,
+        &["--changed", d.join("bad.json").to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown change-list shape"));
     let restored = d.join("r.raw");

@@ -460,7 +460,7 @@ pub async fn make_plan<P: PluginCalls>(
                 },
                 template_placeholders(step, &redactor),
                 vec![],
-                declared_outputs(info, &step.id, true),
+                declared_outputs(info, &step.id),
             ));
             scope_outputs.set_deferred(&step.id);
             continue;
@@ -485,11 +485,12 @@ pub async fn make_plan<P: PluginCalls>(
                 InstanceState::Deferred(waiting) => {
                     summary.deferred += 1;
                     per_instance.push(Some(
-                        declared_outputs(info, &inst.id, true)
-                            .into_iter()
-                            .map(|(k, _)| {
-                                let r = format!("steps.{}.outputs.{k}", step.id);
-                                (k, Val::Unknown(r))
+                        info.map(|i| i.outputs.as_slice())
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|f| {
+                                let r = format!("steps.{}.outputs.{}", step.id, f.name);
+                                (f.name.clone(), Val::Unknown(r))
                             })
                             .collect(),
                     ));
@@ -502,7 +503,7 @@ pub async fn make_plan<P: PluginCalls>(
                         },
                         template_placeholders(step, &redactor),
                         vec![],
-                        declared_outputs(info, &step.id, true),
+                        declared_outputs(info, &step.id),
                     ));
                 }
                 InstanceState::Ready(inputs) => {
@@ -531,7 +532,7 @@ pub async fn make_plan<P: PluginCalls>(
                             }
                             let mut outs: IndexMap<String, Val> = IndexMap::new();
                             let mut shown: IndexMap<String, Value> =
-                                declared_outputs(info, &step.id, true);
+                                declared_outputs(info, &step.id);
                             for o in &result.outputs {
                                 match &o.value {
                                     Some(v) => {
@@ -632,22 +633,16 @@ pub async fn make_plan<P: PluginCalls>(
     })
 }
 
-/// Outputs the step declares, all as placeholders (or `null` when not `after_apply`).
-fn declared_outputs(
-    info: Option<&contract::StepInfo>,
-    step: &str,
-    after_apply: bool,
-) -> IndexMap<String, Value> {
+/// Outputs the step declares, each as a placeholder known after apply.
+fn declared_outputs(info: Option<&contract::StepInfo>, step: &str) -> IndexMap<String, Value> {
     info.map(|i| {
         i.outputs
             .iter()
             .map(|f| {
-                let v = if after_apply {
-                    placeholder(&format!("steps.{step}.outputs.{}", f.name))
-                } else {
-                    Value::Null
-                };
-                (f.name.clone(), v)
+                (
+                    f.name.clone(),
+                    placeholder(&format!("steps.{step}.outputs.{}", f.name)),
+                )
             })
             .collect()
     })
