@@ -50,6 +50,12 @@ pub(crate) fn pack_path(id: &Id) -> String {
 pub(crate) fn point_path(id: &str) -> String {
     format!("points/{id}")
 }
+pub(crate) fn staged_aad(id: &str) -> Vec<u8> {
+    format!("lifeboat staged v1 {id}").into_bytes()
+}
+pub(crate) fn staged_path(id: &str) -> String {
+    format!("staged/{id}")
+}
 
 /// The vault's plaintext configuration (`config`), authenticated by the key check.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

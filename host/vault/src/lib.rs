@@ -41,7 +41,7 @@ use crate::crypto::{Crypto, NonceGen};
 use crate::error::Result;
 use crate::format::{
     AAD_INDEX, AAD_KEYCHECK, CONFIG, FORMAT_NAME, FORMAT_VERSION, Id, Index, KEYCHECK, KeyCheck,
-    PackRecord, decode_index, encode_index, point_aad, point_path,
+    PackRecord, decode_index, encode_index, point_aad, point_path, staged_aad, staged_path,
 };
 
 /// Default chunk size: 64 KiB (see docs/vault-format.md, "Chunk size", for the measurement).
@@ -257,6 +257,94 @@ impl Vault {
         ship::ship(self, req).await
     }
 
+    /// Seals staged disks (see [`ShipRequest::stage`]) into one immutable recovery
+    /// point of `vm`. Idempotent: the point id is derived from the staged ids, so
+    /// sealing the same set again returns the point sealed the first time. The
+    /// parent is the VM's latest point before this one.
+    pub async fn seal(
+        &self,
+        vm: &str,
+        staged: &[String],
+        consistency: Consistency,
+    ) -> Result<Manifest> {
+        if staged.is_empty() {
+            return Err(VaultError::InvalidRequest(
+                "nothing to seal: no staged disks were given".into(),
+            ));
+        }
+        let mut ids: Vec<&str> = staged.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in &ids {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(VaultError::InvalidRequest(format!(
+                    "{id:?} is not a staged disk id"
+                )));
+            }
+        }
+        let id = blake3::hash(ids.join(",").as_bytes()).to_hex()[..16].to_string();
+        let lock = lock::acquire(&self.inner, false).await?;
+        let r = self.seal_locked(vm, &ids, &id, consistency).await;
+        let rel = lock.release().await;
+        let m = r?;
+        rel?;
+        Ok(m)
+    }
+
+    async fn seal_locked(
+        &self,
+        vm: &str,
+        ids: &[&str],
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<Manifest> {
+        let inner = &self.inner;
+        if inner.backend.exists(&point_path(id)).await? {
+            return inner.read_manifest(id).await;
+        }
+        let mut disks: Vec<DiskManifest> = Vec::new();
+        for sid in ids {
+            let m = inner.read_staged(sid).await?;
+            if m.vm != vm {
+                return Err(VaultError::InvalidRequest(format!(
+                    "staged disk {sid} belongs to VM {:?}, not {vm:?}",
+                    m.vm
+                )));
+            }
+            for d in m.disks {
+                if disks.iter().any(|x| x.name == d.name) {
+                    return Err(VaultError::InvalidRequest(format!(
+                        "two staged disks are both named {:?}: a point holds each disk once",
+                        d.name
+                    )));
+                }
+                disks.push(d);
+            }
+        }
+        let parent = inner.manifests(Some(vm)).await?.pop().map(|m| m.id);
+        let manifest = Manifest {
+            version: 1,
+            id: id.to_string(),
+            vm: vm.to_string(),
+            created: now_rfc3339(),
+            consistency,
+            parent,
+            disks,
+        };
+        let plain =
+            serde_json::to_vec(&manifest).map_err(|e| VaultError::Internal(e.to_string()))?;
+        inner
+            .write_sealed(&point_path(id), &point_aad(id), &plain)
+            .await?;
+        for sid in ids {
+            // The point now holds these disks; a leftover staged object only costs space.
+            if let Err(e) = inner.backend.delete(&staged_path(sid)).await {
+                tracing::warn!(staged = sid, error = %e, "could not remove a sealed staged disk");
+            }
+        }
+        Ok(manifest)
+    }
+
     /// Recovery points, oldest first, optionally of one VM only.
     pub async fn points(&self, vm: Option<&str>) -> Result<Vec<PointSummary>> {
         Ok(self
@@ -378,6 +466,34 @@ impl Inner {
             ));
         }
         Ok(m)
+    }
+
+    pub(crate) async fn read_staged(&self, id: &str) -> Result<Manifest> {
+        let path = staged_path(id);
+        if !self.backend.exists(&path).await? {
+            return Err(VaultError::NotFound(format!(
+                "no staged disk {id:?} (it was sealed into a point already, or never shipped)"
+            )));
+        }
+        let plain = self.read_sealed(&path, &staged_aad(id)).await?;
+        let m: Manifest = serde_json::from_slice(&plain)
+            .map_err(|e| VaultError::corrupt(&path, format!("staged disk: {e}")))?;
+        if m.id != id {
+            return Err(VaultError::corrupt(
+                &path,
+                format!("staged disk names itself {:?}", m.id),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Staged disks not yet sealed: live roots for prune and check.
+    pub(crate) async fn staged(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for name in self.backend.list("staged/").await? {
+            out.push(self.read_staged(name.trim_start_matches("staged/")).await?);
+        }
+        Ok(out)
     }
 
     pub(crate) async fn manifests(&self, vm: Option<&str>) -> Result<Vec<Manifest>> {

@@ -67,6 +67,9 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
     }
     rep.points_removed.sort();
     rep.points_kept = keep.len();
+    // staged disks (shipped, not sealed yet) are live too
+    let staged = inner.staged().await?;
+    keep.extend(staged.iter());
 
     // read every index file (all records, duplicates included) before changing anything
     let mut index = crate::format::Index::default();

@@ -23,7 +23,8 @@ use crate::error::{Result, VaultError};
 use crate::extents::{Action, Extent, ExtentKind, plan_chunks, qcow2_dirty_extents};
 use crate::format::{
     ChangeRecord, Consistency, DiskManifest, ExtentRecord, Id, Index, KIND_CHUNK, KIND_TABLE,
-    Manifest, ZERO_ID, decode_table, encode_table, pack_path, point_aad, point_path,
+    Manifest, ZERO_ID, decode_table, encode_table, pack_path, point_aad, point_path, staged_aad,
+    staged_path,
 };
 use crate::pack::{BlobEncoder, FinishedPack, Packer};
 use crate::{Inner, Vault, lock};
@@ -64,6 +65,9 @@ pub struct ShipRequest {
     pub changed: ChangedSource,
     pub consistency: Consistency,
     pub progress: Option<ProgressFn>,
+    /// Stage the disk (`staged/<id>`) instead of sealing a one-disk point; several
+    /// staged disks become one recovery point with [`crate::Vault::seal`].
+    pub stage: bool,
 }
 
 impl std::fmt::Debug for ShipRequest {
@@ -93,6 +97,7 @@ impl ShipRequest {
             changed,
             consistency: Consistency::Crash,
             progress: None,
+            stage: false,
         }
     }
 }
@@ -100,7 +105,10 @@ impl ShipRequest {
 /// The outcome of a ship.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShipReport {
+    /// The new point's id, or the staged disk's id when the request staged it.
     pub point: String,
+    /// Whether `point` names a staged disk (see [`ShipRequest::stage`]).
+    pub staged: bool,
     pub vm: String,
     pub disk: String,
     pub parent: Option<String>,
@@ -249,12 +257,19 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         }],
     };
     let plain = serde_json::to_vec(&manifest).map_err(|e| VaultError::Internal(e.to_string()))?;
-    inner
-        .write_sealed(&point_path(&id), &point_aad(&id), &plain)
-        .await?;
+    if req.stage {
+        inner
+            .write_sealed(&staged_path(&id), &staged_aad(&id), &plain)
+            .await?;
+    } else {
+        inner
+            .write_sealed(&point_path(&id), &point_aad(&id), &plain)
+            .await?;
+    }
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(ShipReport {
         point: id,
+        staged: req.stage,
         vm: req.vm,
         disk: req.disk_name,
         parent: manifest.parent,
