@@ -202,6 +202,8 @@ async fn main() {
                 grants: GrantsRef {
                     http: vec![],
                     secrets: vec![],
+                    sites: Default::default(),
+                    vault: None,
                 },
                 limits: LimitsRef {
                     memory_mib: 128,

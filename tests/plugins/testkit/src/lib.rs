@@ -180,9 +180,113 @@ impl Step for Flaky {
     }
 }
 
+#[derive(Deserialize)]
+struct TransferIn {
+    op: String,
+    #[serde(default)]
+    args: serde_json::Value,
+    #[serde(default)]
+    when: String,
+}
+
+fn arg<'a>(i: &'a TransferIn, k: &str) -> &'a str {
+    i.args.get(k).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// Call one `transfer` function with `args`; the result becomes output `result`.
+fn transfer_op(i: &TransferIn) -> Result<serde_json::Value, StepError> {
+    use lifeboat_plugin_sdk::transfer as t;
+    let json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.map_err(|e| StepError::new("internal", e.to_string()))
+    };
+    match i.op.as_str() {
+        "read-file" => Ok(t::read_file(arg(i, "site"), arg(i, "path"))?.into()),
+        "list-dir" => Ok(t::list_dir(arg(i, "site"), arg(i, "path"))?.into()),
+        "write-file" => {
+            t::write_file(arg(i, "site"), arg(i, "path"), arg(i, "contents"))?;
+            Ok(serde_json::Value::Null)
+        }
+        "inspect-disk" => json(serde_json::to_value(t::inspect_disk(
+            arg(i, "site"),
+            arg(i, "path"),
+        )?)),
+        "allocated-extents" => json(serde_json::to_value(t::allocated_extents(
+            arg(i, "site"),
+            arg(i, "path"),
+        )?)),
+        "points" => json(serde_json::to_value(t::points(arg(i, "vm"))?)),
+        "ship" => {
+            let changes: t::Changes = match i.args.get("changes") {
+                Some(c) => serde_json::from_value(c.clone())
+                    .map_err(|e| StepError::invalid_input(e.to_string()))?,
+                None => t::Changes::Full,
+            };
+            json(serde_json::to_value(t::ship(
+                arg(i, "vm"),
+                arg(i, "disk"),
+                arg(i, "site"),
+                arg(i, "path"),
+                &changes,
+            )?))
+        }
+        "seal" => {
+            let staged: Vec<String> = i
+                .args
+                .get("staged")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let meta = i.args.get("meta").cloned().unwrap_or(serde_json::json!({}));
+            json(serde_json::to_value(t::seal(
+                arg(i, "vm"),
+                &staged,
+                arg(i, "consistency"),
+                &meta,
+            )?))
+        }
+        "restore" => json(serde_json::to_value(t::restore(
+            arg(i, "vm"),
+            arg(i, "point"),
+            arg(i, "disk"),
+            arg(i, "site"),
+            arg(i, "path"),
+            arg(i, "format"),
+        )?)),
+        other => Err(StepError::invalid_input(format!("unknown op {other}"))),
+    }
+}
+
+/// Exercises the `transfer` interface: `op` with `args`, in plan when
+/// `when: plan`, else from apply.
+struct Transfer;
+
+impl Step for Transfer {
+    type Input = TransferIn;
+    fn info() -> StepInfo {
+        StepInfo::new("transfer", "Call one transfer function (tests)")
+            .input(field::string("op").required())
+            .input(field::object("args"))
+            .input(field::string("when"))
+            .output(field::any("result"))
+    }
+    fn plan(_: &Context, i: TransferIn) -> Result<Plan, StepError> {
+        if i.when == "plan" {
+            return Ok(Plan::new().output("result", transfer_op(&i)?));
+        }
+        Ok(Plan::new()
+            .action(Action::update(
+                format!("transfer/{}", i.op),
+                format!("call {}", i.op),
+            ))
+            .output_after_apply("result"))
+    }
+    fn apply(_: &Context, i: TransferIn, _: &Action) -> Result<Outputs, StepError> {
+        Ok(Outputs::new().set("result", transfer_op(&i)?))
+    }
+}
+
 lifeboat_plugin_sdk::plugin!(
     name: "testkit",
     version: "0.1.0",
     doc: "Hostile and counting steps for lifeboat's own tests",
-    steps: [Spin, Balloon, Panic, ReadPasswd, Env, Tcp, Fetch, Post, Count, Flaky],
+    steps: [Spin, Balloon, Panic, ReadPasswd, Env, Tcp, Fetch, Post, Count, Flaky, Transfer],
 );
