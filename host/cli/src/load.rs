@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use indexmap::IndexMap;
+use lifeboat_caps::{Access as CapAccess, Capabilities, KeySource};
 use lifeboat_contract::{self as contract, PluginInfo, StepInfo};
-use lifeboat_plan::{CallFailure, GrantsRef, LimitsRef, Plan, PlanSetup, PluginCalls, PluginRef};
+use lifeboat_plan::{
+    CallFailure, GrantsRef, LimitsRef, Plan, PlanSetup, PluginCalls, PluginRef, VaultRef,
+};
 use lifeboat_runtime::{HostPattern, Plugin, Policy, Runtime, RuntimeConfig};
 use lifeboat_workflow::{Catalog, PluginSource, SourceFile, Workflow};
 
@@ -52,8 +55,26 @@ pub fn plugin_bytes(spec: &str, base: &Path) -> Result<(String, Vec<u8>), Failur
     Ok((name, bytes))
 }
 
+fn cap_access(a: lifeboat_workflow::Access) -> CapAccess {
+    match a {
+        lifeboat_workflow::Access::Read => CapAccess::Read,
+        lifeboat_workflow::Access::Write => CapAccess::Write,
+    }
+}
+
+/// A vault URL, with a relative folder taken relative to the workflow's folder.
+fn vault_url(base: &Path, url: &str) -> String {
+    if url.contains("://") || Path::new(url).is_absolute() {
+        url.to_string()
+    } else {
+        base.join(url).display().to_string()
+    }
+}
+
 /// A validated workflow with its plugins loaded.
 pub struct Loaded {
+    /// The workflow file's folder: relative sites and vault folders start here.
+    pub base: PathBuf,
     pub runtime: Runtime,
     pub workflow: Workflow,
     pub plugins: IndexMap<String, (Plugin, Policy)>,
@@ -142,10 +163,12 @@ impl Loaded {
                     .limits
                     .timeout
                     .unwrap_or(lifeboat_runtime::DEFAULT_TIMEOUT),
+                transfer: None,
             };
             plugins.insert(alias, (plugin, policy));
         }
         Ok(Loaded {
+            base,
             runtime,
             workflow,
             plugins,
@@ -184,6 +207,18 @@ impl Loaded {
                         grants: GrantsRef {
                             http: pol.http.iter().map(|h| h.to_string()).collect(),
                             secrets: decl.map(|d| d.grants.secrets.clone()).unwrap_or_default(),
+                            sites: decl
+                                .map(|d| {
+                                    d.grants
+                                        .sites
+                                        .iter()
+                                        .map(|(k, a)| (k.clone(), a.as_str().to_string()))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            vault: decl
+                                .and_then(|d| d.grants.vault)
+                                .map(|a| a.as_str().to_string()),
                         },
                         limits: LimitsRef {
                             memory_mib: pol.memory >> 20,
@@ -195,9 +230,57 @@ impl Loaded {
             .collect()
     }
 
+    /// Give each plugin its granted sites and the vault (the `transfer`
+    /// interface), from the sites and vault as the plan shows them.
+    pub fn attach_capabilities(
+        &mut self,
+        sites: &IndexMap<String, String>,
+        vault: Option<&VaultRef>,
+    ) -> Result<(), Failure> {
+        let resolved: IndexMap<String, PathBuf> = sites
+            .iter()
+            .map(|(k, p)| (k.clone(), self.base.join(p)))
+            .collect();
+        let vault = match (vault, &self.workflow.vault) {
+            (Some(v), Some(decl)) => {
+                let key = match &decl.key {
+                    Some(name) => {
+                        let secrets = self.secrets()?;
+                        let value = secrets.get(name).cloned().ok_or_else(|| {
+                            Failure::Invalid(format!(
+                                "error: the vault key secret `{name}` is not set"
+                            ))
+                        })?;
+                        KeySource::Secret {
+                            name: name.clone(),
+                            value,
+                        }
+                    }
+                    None => KeySource::Environment,
+                };
+                Some((vault_url(&self.base, &v.url), key))
+            }
+            _ => None,
+        };
+        let caps = Capabilities::new(resolved, vault);
+        for (alias, (_, policy)) in self.plugins.iter_mut() {
+            let Some(decl) = self.workflow.plugins.get(alias) else {
+                continue;
+            };
+            let sites: IndexMap<String, CapAccess> = decl
+                .grants
+                .sites
+                .iter()
+                .map(|(k, a)| (k.clone(), cap_access(*a)))
+                .collect();
+            policy.transfer = caps.for_plugin(alias, &sites, decl.grants.vault.map(cap_access));
+        }
+        Ok(())
+    }
+
     /// Make the plan.
     pub async fn plan(
-        &self,
+        &mut self,
         file: &Path,
         inputs: &IndexMap<String, String>,
     ) -> Result<Plan, Failure> {
@@ -205,6 +288,10 @@ impl Loaded {
             .workflow
             .bind_inputs(inputs)
             .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+        let (sites, vault) =
+            lifeboat_plan::sites_and_vault(&self.workflow, &inputs, &self.secrets()?)
+                .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+        self.attach_capabilities(&sites, vault.as_ref())?;
         let setup = PlanSetup {
             file: file.display().to_string(),
             inputs,
@@ -223,8 +310,10 @@ impl Loaded {
             })
     }
 
-    /// Refuse a plan whose workflow or plugins changed since it was made.
-    pub fn check_plan(&self, plan: &Plan) -> Result<(), Failure> {
+    /// Refuse a plan whose workflow or plugins changed since it was made;
+    /// attach the plan's sites and vault to the plugins.
+    pub fn check_plan(&mut self, plan: &Plan) -> Result<(), Failure> {
+        self.attach_capabilities(&plan.sites, plan.vault.as_ref())?;
         let digest = self.workflow.digest();
         if digest != plan.workflow.digest {
             return Err(Failure::Invalid(format!(

@@ -209,7 +209,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             format,
             out,
         } => {
-            let loaded = Loaded::load(&file).await?;
+            let mut loaded = Loaded::load(&file).await?;
             let plan = loaded.plan(&file, &parse_inputs(&inputs)?).await?;
             if let Some(out) = &out {
                 std::fs::write(out, plan.to_json())
@@ -222,7 +222,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Run { file, inputs, run } => {
-            let loaded = Loaded::load(&file).await?;
+            let mut loaded = Loaded::load(&file).await?;
             let plan = loaded.plan(&file, &parse_inputs(&inputs)?).await?;
             if run.format == Format::Text {
                 print!("{}", lifeboat_plan::render_text(&plan));
@@ -242,7 +242,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let p = Plan::from_json(&text)
                 .map_err(|e| Failure::Invalid(format!("error: {}: {e}", plan.display())))?;
             let file = workflow.unwrap_or_else(|| PathBuf::from(&p.workflow.file));
-            let loaded = Loaded::load(&file).await?;
+            let mut loaded = Loaded::load(&file).await?;
             loaded.check_plan(&p)?;
             let run_dir = new_run_dir(&cli.state_dir, &file, &p)?;
             execute(&loaded, &p, &run_dir, &run).await
@@ -258,7 +258,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let text = std::fs::read_to_string(run_dir.join("plan.json"))
                 .with_context(|| format!("cannot read {}", run_dir.join("plan.json").display()))?;
             let p = Plan::from_json(&text).map_err(|e| Failure::Invalid(format!("error: {e}")))?;
-            let loaded = Loaded::load(&meta.workflow).await?;
+            let mut loaded = Loaded::load(&meta.workflow).await?;
             loaded.check_plan(&p)?;
             eprintln!("resuming run {}", meta.run_id);
             execute(&loaded, &p, &run_dir, &run).await

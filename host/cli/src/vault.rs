@@ -294,6 +294,7 @@ pub async fn run(cmd: VaultCommand) -> Result<u8, Failure> {
                         ConsistencyArg::App => Consistency::App,
                     },
                     progress,
+                    stage: false,
                 })
                 .await
                 .map_err(vault_err)?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The WIT package this host implements.
 pub const WIT_PACKAGE: &str = "lifeboat:plugin";
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 /// The world every plugin implements.
 pub const WIT_WORLD: &str = "plugin";
 
@@ -184,4 +184,147 @@ pub struct CallContext {
     pub step_id: String,
     pub action_index: u32,
     pub attempt: u32,
+}
+
+impl StepError {
+    /// A step error with `retryable: false`.
+    pub fn new(code: &str, message: impl Into<String>) -> StepError {
+        StepError {
+            code: code.to_string(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// The `transfer` interface (since 0.1.1): sites, disks and the vault. Mirrors the
+/// WIT records; the runtime converts.
+pub mod transfer {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::StepError;
+
+    /// Changed content to copy, or a range that now reads as zeros.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum ExtentKind {
+        Data,
+        Cleared,
+    }
+
+    /// A byte range of a disk.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Extent {
+        pub offset: u64,
+        pub length: u64,
+        pub kind: ExtentKind,
+    }
+
+    /// A disk image as the host read it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DiskInfo {
+        pub format: String,
+        pub virtual_size: u64,
+        pub allocated: u64,
+    }
+
+    /// One disk of a recovery point.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PointDisk {
+        pub name: String,
+        pub virtual_size: u64,
+        pub data_bytes: u64,
+        pub changes: String,
+    }
+
+    /// A sealed recovery point.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PointInfo {
+        pub id: String,
+        pub vm: String,
+        pub created: String,
+        pub consistency: String,
+        pub parent: Option<String>,
+        pub disks: Vec<PointDisk>,
+        /// JSON object recorded at seal time (`{}` if none).
+        pub meta: serde_json::Value,
+    }
+
+    /// Where the changes of a disk come from.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Changes {
+        Full,
+        Extents(Vec<Extent>),
+        HashCompare,
+        Bitmap(String),
+    }
+
+    /// What to ship.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ShipRequest {
+        pub vm: String,
+        pub disk: String,
+        pub site: String,
+        pub path: String,
+        pub changes: Changes,
+    }
+
+    /// What a ship did.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ShipResult {
+        pub staged: String,
+        pub virtual_size: u64,
+        pub bytes_read: u64,
+        pub bytes_new: u64,
+        pub bytes_stored: u64,
+        pub extents: u32,
+    }
+
+    /// What to restore.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RestoreRequest {
+        pub vm: String,
+        pub point: String,
+        pub disk: String,
+        pub site: String,
+        pub path: String,
+        pub format: String,
+    }
+
+    /// What a restore wrote.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RestoreResult {
+        pub point: String,
+        pub virtual_size: u64,
+        pub file_size: u64,
+        pub bytes_written: u64,
+    }
+
+    /// A boxed future, so [`Transfer`] can be used as a trait object.
+    pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send + 'a>>;
+
+    /// The host side of the `transfer` interface for one plugin: the grants are
+    /// already applied (a site the plugin was not granted is `not-granted`). The
+    /// runtime refuses the writing calls during `plan` before they get here.
+    pub trait Transfer: Send + Sync {
+        fn read_file<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, String>;
+        fn list_dir<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<String>>;
+        fn write_file<'a>(&'a self, site: &'a str, path: &'a str, contents: String) -> Fut<'a, ()>;
+        fn inspect_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, DiskInfo>;
+        fn allocated_extents<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<Extent>>;
+        fn points<'a>(&'a self, vm: &'a str) -> Fut<'a, Vec<PointInfo>>;
+        fn ship(&self, request: ShipRequest) -> Fut<'_, ShipResult>;
+        fn seal<'a>(
+            &'a self,
+            vm: &'a str,
+            staged: Vec<String>,
+            consistency: &'a str,
+            meta: serde_json::Value,
+        ) -> Fut<'a, PointInfo>;
+        fn restore(&self, request: RestoreRequest) -> Fut<'_, RestoreResult>;
+    }
 }

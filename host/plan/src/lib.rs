@@ -92,8 +92,23 @@ pub struct Plan {
     /// Declared secrets: names and where they come from, never values.
     pub secrets: IndexMap<String, String>,
     pub plugins: IndexMap<String, PluginRef>,
+    /// Declared sites: name → folder (as written, inputs and vars substituted;
+    /// relative folders are relative to the workflow file).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub sites: IndexMap<String, String>,
+    /// The vault, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultRef>,
     pub steps: Vec<PlannedStep>,
     pub summary: Summary,
+}
+
+/// The workflow's vault as planned: where, and where its key comes from (never the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultRef {
+    pub url: String,
+    /// `secret NAME` or `env:LIFEBOAT_VAULT_KEY`.
+    pub key: String,
 }
 
 /// Which workflow file, by content.
@@ -120,6 +135,12 @@ pub struct PluginRef {
 pub struct GrantsRef {
     pub http: Vec<String>,
     pub secrets: Vec<String>,
+    /// Site name → `read` or `write`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub sites: IndexMap<String, String>,
+    /// `read` or `write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<String>,
 }
 
 /// Limits of one plugin call.
@@ -409,6 +430,7 @@ pub async fn make_plan<P: PluginCalls>(
     let redactor = Redactor::new(&setup.secrets);
     let mut scope_outputs = StepOutputs::default();
     let vars = scope::eval_vars(wf, &setup.inputs, &setup.secrets)?;
+    let (sites, vault) = eval_setup(wf, &setup.inputs, &vars, &setup.secrets)?;
     let mut steps_out: Vec<PlannedStep> = Vec::new();
     let mut errors = Vec::new();
     let mut summary = Summary::default();
@@ -628,9 +650,65 @@ pub async fn make_plan<P: PluginCalls>(
             .map(|(k, d)| (k.clone(), format!("env:{}", d.env)))
             .collect(),
         plugins: setup.plugins.clone(),
+        sites,
+        vault,
         steps: steps_out,
         summary,
     })
+}
+
+/// Sites (name → folder) and vault of a workflow with inputs and vars
+/// substituted, as the plan shows them.
+pub fn sites_and_vault(
+    wf: &Workflow,
+    inputs: &IndexMap<String, Value>,
+    secrets: &IndexMap<String, String>,
+) -> Result<(IndexMap<String, String>, Option<VaultRef>), PlanError> {
+    let vars = scope::eval_vars(wf, inputs, secrets)?;
+    eval_setup(wf, inputs, &vars, secrets)
+}
+
+/// Sites and vault with inputs and vars substituted.
+fn eval_setup(
+    wf: &Workflow,
+    inputs: &IndexMap<String, Value>,
+    vars: &IndexMap<String, lifeboat_workflow::Val>,
+    secrets: &IndexMap<String, String>,
+) -> Result<(IndexMap<String, String>, Option<VaultRef>), PlanError> {
+    let none = StepOutputs::default();
+    let scope = WorkflowScope::new(inputs, vars, secrets, &none);
+    let text = |what: String, t: &lifeboat_workflow::Template| -> Result<String, PlanError> {
+        let v = t.eval(&scope).map_err(|source| PlanError::Eval {
+            step: what.clone(),
+            source,
+        })?;
+        match v.known() {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(PlanError::Plugin {
+                step: what,
+                message: format!("must be a string, but it is {other}"),
+            }),
+            None => Err(PlanError::Plugin {
+                step: what,
+                message: "is not known before apply".into(),
+            }),
+        }
+    };
+    let mut sites = IndexMap::new();
+    for (name, d) in &wf.sites {
+        sites.insert(name.clone(), text(format!("sites.{name}.path"), &d.path)?);
+    }
+    let vault = match &wf.vault {
+        None => None,
+        Some(v) => Some(VaultRef {
+            url: text("vault.url".into(), &v.url)?,
+            key: match &v.key {
+                Some(k) => format!("secret {k}"),
+                None => "env:LIFEBOAT_VAULT_KEY".into(),
+            },
+        }),
+    };
+    Ok((sites, vault))
 }
 
 /// Outputs the step declares, each as a placeholder known after apply.

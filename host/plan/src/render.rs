@@ -56,6 +56,15 @@ pub fn render_text(plan: &Plan) -> String {
             let _ = writeln!(o, "  {k} <- {src}");
         }
     }
+    if !plan.sites.is_empty() {
+        let _ = writeln!(o, "\nSites:");
+        for (k, path) in &plan.sites {
+            let _ = writeln!(o, "  {k}: {path}");
+        }
+    }
+    if let Some(v) = &plan.vault {
+        let _ = writeln!(o, "\nVault: {} (key from {})", v.url, v.key);
+    }
     let _ = writeln!(o, "\nPlugins:");
     for (alias, p) in &plan.plugins {
         let _ = writeln!(
@@ -76,7 +85,20 @@ pub fn render_text(plan: &Plan) -> String {
         } else {
             p.grants.secrets.join(", ")
         };
-        let _ = writeln!(o, "    grants: http {http}; secrets {secrets}");
+        let mut extra = String::new();
+        if !p.grants.sites.is_empty() {
+            let sites: Vec<String> = p
+                .grants
+                .sites
+                .iter()
+                .map(|(k, a)| format!("{k} ({a})"))
+                .collect();
+            extra.push_str(&format!("; sites {}", sites.join(", ")));
+        }
+        if let Some(a) = &p.grants.vault {
+            extra.push_str(&format!("; vault ({a})"));
+        }
+        let _ = writeln!(o, "    grants: http {http}; secrets {secrets}{extra}");
         let _ = writeln!(
             o,
             "    limits: memory {} MiB; timeout {} ms per call",

@@ -11,6 +11,7 @@
 mod cache;
 mod http;
 mod sandbox;
+mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -381,7 +382,9 @@ fn check_contract(name: &str, component: &Component, engine: &Engine) -> Result<
 }
 
 /// The contract's versioning rule: the package only grows, so a plugin built
-/// against the same major version and an older or equal minor/patch works.
+/// against an older or equal version of the same compatible track works. The
+/// track is Cargo's and wasmtime's: the first non-zero number of the version
+/// (`1.x.y` → `1`, `0.1.y` → `0.1`, `0.0.y` is only itself).
 fn compatible(plugin: &str, host: &str) -> bool {
     let parse = |v: &str| -> Option<(u64, u64, u64)> {
         let mut it = v.split(['.', '-', '+']);
@@ -392,7 +395,9 @@ fn compatible(plugin: &str, host: &str) -> bool {
         ))
     };
     match (parse(plugin), parse(host)) {
-        (Some(p), Some(h)) => p.0 == h.0 && (p.1, p.2) <= (h.1, h.2),
+        (Some(p), Some(h)) if p.0 != 0 => p.0 == h.0 && (p.1, p.2) <= (h.1, h.2),
+        (Some(p), Some(h)) if p.1 != 0 => h.0 == 0 && p.1 == h.1 && p.2 <= h.2,
+        (Some(p), Some(h)) => p == h,
         _ => false,
     }
 }
@@ -413,7 +418,9 @@ mod tests {
         assert!(compatible("0.1.0", "0.1.0"));
         assert!(compatible("0.1.0", "0.1.3"));
         assert!(!compatible("0.1.4", "0.1.3"));
-        assert!(compatible("0.1.0", "0.2.0"));
+        assert!(!compatible("0.1.0", "0.2.0"));
+        assert!(compatible("0.1.0", "0.1.1"));
+        assert!(!compatible("0.0.1", "0.0.2"));
         assert!(!compatible("0.2.0", "0.1.0"));
         assert!(!compatible("1.0.0", "0.1.0"));
         assert!(compatible("1.0.0", "1.2.0"));

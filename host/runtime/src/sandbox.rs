@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lifeboat_contract as contract;
+use lifeboat_contract::transfer::Transfer;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -26,7 +27,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::Describe => "describe",
             Phase::Plan => "plan",
@@ -36,7 +37,7 @@ impl Phase {
 }
 
 /// What a plugin call is granted.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Policy {
     /// Hosts the plugin may reach through `wasi:http`.
     pub http: Vec<HostPattern>,
@@ -44,6 +45,20 @@ pub struct Policy {
     pub memory: u64,
     /// Deadline for one call (CPU and waiting alike).
     pub timeout: Duration,
+    /// Sites and vault (the `transfer` interface), with the plugin's grants
+    /// applied; `None`: nothing granted.
+    pub transfer: Option<Arc<dyn Transfer>>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("http", &self.http)
+            .field("memory", &self.memory)
+            .field("timeout", &self.timeout)
+            .field("transfer", &self.transfer.is_some())
+            .finish()
+    }
 }
 
 impl Default for Policy {
@@ -52,6 +67,7 @@ impl Default for Policy {
             http: vec![],
             memory: crate::DEFAULT_MEMORY,
             timeout: crate::DEFAULT_TIMEOUT,
+            transfer: None,
         }
     }
 }
@@ -150,8 +166,10 @@ pub(crate) struct HostState {
     limiter: MemoryCap,
     deadline: Instant,
     timed_out: bool,
-    plugin: String,
+    pub(crate) plugin: String,
     step: String,
+    pub(crate) phase: Phase,
+    pub(crate) transfer: Option<Arc<dyn Transfer>>,
 }
 
 impl WasiView for HostState {
@@ -274,6 +292,8 @@ fn new_call(rt: &Runtime, plugin: &Plugin, policy: &Policy, phase: Phase, step: 
         timed_out: false,
         plugin: plugin.name().to_string(),
         step: step.to_string(),
+        phase,
+        transfer: policy.transfer.clone(),
     };
     let mut store = Store::new(&rt.engine, state);
     store.limiter(|s| &mut s.limiter);

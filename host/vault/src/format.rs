@@ -449,4 +449,8 @@ pub struct Manifest {
     /// The point this one was derived from (incremental), if any.
     pub parent: Option<String>,
     pub disks: Vec<DiskManifest>,
+    /// What the caller recorded about the VM when sealing (its configuration:
+    /// CPUs, memory, firmware, NICs), so a failover can rebuild it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
 }

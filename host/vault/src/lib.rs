@@ -261,11 +261,13 @@ impl Vault {
     /// point of `vm`. Idempotent: the point id is derived from the staged ids, so
     /// sealing the same set again returns the point sealed the first time. The
     /// parent is the VM's latest point before this one.
+    /// `meta` (a JSON object, e.g. the VM's configuration) is stored in the point.
     pub async fn seal(
         &self,
         vm: &str,
         staged: &[String],
         consistency: Consistency,
+        meta: Option<serde_json::Value>,
     ) -> Result<Manifest> {
         if staged.is_empty() {
             return Err(VaultError::InvalidRequest(
@@ -284,7 +286,7 @@ impl Vault {
         }
         let id = blake3::hash(ids.join(",").as_bytes()).to_hex()[..16].to_string();
         let lock = lock::acquire(&self.inner, false).await?;
-        let r = self.seal_locked(vm, &ids, &id, consistency).await;
+        let r = self.seal_locked(vm, &ids, &id, consistency, meta).await;
         let rel = lock.release().await;
         let m = r?;
         rel?;
@@ -297,6 +299,7 @@ impl Vault {
         ids: &[&str],
         id: &str,
         consistency: Consistency,
+        meta: Option<serde_json::Value>,
     ) -> Result<Manifest> {
         let inner = &self.inner;
         if inner.backend.exists(&point_path(id)).await? {
@@ -330,6 +333,7 @@ impl Vault {
             consistency,
             parent,
             disks,
+            meta,
         };
         let plain =
             serde_json::to_vec(&manifest).map_err(|e| VaultError::Internal(e.to_string()))?;

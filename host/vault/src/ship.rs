@@ -229,6 +229,7 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         created: crate::now_rfc3339(),
         consistency: req.consistency,
         parent: parent.as_ref().map(|p| p.id.clone()),
+        meta: None,
         disks: vec![DiskManifest {
             name: req.disk_name.clone(),
             source_format: out.format,

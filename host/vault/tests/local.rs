@@ -326,17 +326,24 @@ async fn staged_disks_seal_into_one_multi_disk_point() {
     assert!(vault.points(Some("vm1")).await.unwrap().is_empty());
     let staged = vec![a.point.clone(), b.point.clone()];
     let m1 = vault
-        .seal("vm1", &staged, lifeboat_vault::Consistency::App)
+        .seal(
+            "vm1",
+            &staged,
+            lifeboat_vault::Consistency::App,
+            Some(serde_json::json!({"cpus": 2})),
+        )
         .await
         .unwrap();
     assert_eq!(m1.disks.len(), 2);
     assert_eq!(m1.parent, None);
+    assert_eq!(m1.meta, Some(serde_json::json!({"cpus": 2})));
     // sealing the same staged set again is the same point (apply is idempotent)
     let again = vault
         .seal(
             "vm1",
             &[b.point.clone(), a.point.clone()],
             lifeboat_vault::Consistency::App,
+            None,
         )
         .await
         .unwrap();
@@ -364,13 +371,14 @@ async fn staged_disks_seal_into_one_multi_disk_point() {
             "vm1",
             &[inc.point.clone()],
             lifeboat_vault::Consistency::Crash,
+            None,
         )
         .await
         .unwrap();
     assert_eq!(m2.parent.as_deref(), Some(m1.id.as_str()));
     // errors: unknown staged id, a staged disk of another VM, nothing to seal
     let e = vault
-        .seal("vm1", &["00ff".into()], Default::default())
+        .seal("vm1", &["00ff".into()], Default::default(), None)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no staged disk"), "{e}");
@@ -383,11 +391,16 @@ async fn staged_disks_seal_into_one_multi_disk_point() {
         .await
         .unwrap();
     let e = vault
-        .seal("vm1", &[other.point], Default::default())
+        .seal("vm1", &[other.point], Default::default(), None)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("belongs to VM \"vm2\""), "{e}");
-    assert!(vault.seal("vm1", &[], Default::default()).await.is_err());
+    assert!(
+        vault
+            .seal("vm1", &[], Default::default(), None)
+            .await
+            .is_err()
+    );
 
     for (pt, disk, want) in [
         (&m1.id, "os", os.clone()),

@@ -84,8 +84,8 @@ pub use diag::{Diagnostic, Diagnostics, SourceFile};
 pub use error::{EvalError, WorkflowError};
 pub use expr::{Expr, ROOTS, Scope, Val};
 pub use model::{
-    DEFAULT_BACKOFF, Grants, InputDecl, Limits, PluginDecl, PluginSource, Retry, SecretDecl, Step,
-    Workflow,
+    Access, DEFAULT_BACKOFF, Grants, InputDecl, Limits, PluginDecl, PluginSource, Retry,
+    SecretDecl, SiteDecl, Step, VaultDecl, Workflow,
 };
 pub use parse::{Document, MAX_ATTEMPTS, parse};
 pub use schema::json_schema;

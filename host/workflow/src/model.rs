@@ -30,8 +30,51 @@ pub struct Workflow {
     pub vars: IndexMap<String, Template>,
     pub secrets: IndexMap<String, SecretDecl>,
     pub plugins: IndexMap<String, PluginDecl>,
+    /// Named folders plugins may be granted (`sites:`).
+    pub sites: IndexMap<String, SiteDecl>,
+    /// Where recovery points are kept (`vault:`).
+    pub vault: Option<VaultDecl>,
     /// In file order.
     pub steps: Vec<Step>,
+}
+
+/// A site (`sites:`): a folder holding a platform's files, e.g. a VMware VM's
+/// `.vmx` and VMDKs, or a storage account laid out as folders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteDecl {
+    /// The folder; relative paths are relative to the workflow file. May use
+    /// `${{ inputs.NAME }}` and `${{ vars.NAME }}`.
+    pub path: Template,
+    pub doc: String,
+}
+
+/// The vault (`vault:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaultDecl {
+    /// A folder, `s3://…` or `azblob://…` URL (see docs/vault-format.md); relative
+    /// folders are relative to the workflow file. May use inputs and vars.
+    pub url: Template,
+    /// A declared secret holding the vault key; unset: `LIFEBOAT_VAULT_KEY` or
+    /// `LIFEBOAT_VAULT_KEY_FILE`.
+    pub key: Option<String>,
+}
+
+/// How much of a site or of the vault a plugin may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Read files and disks, list points.
+    Read,
+    /// Also write: files and restored images into a site; ship and seal into the vault.
+    Write,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
 }
 
 /// A declared input (`inputs:`), given on the CLI as `--input NAME=VALUE`.
@@ -85,6 +128,10 @@ pub struct Grants {
     pub http: Vec<String>,
     /// Names of declared secrets the plugin may receive.
     pub secrets: Vec<String>,
+    /// Declared sites the plugin may use, and how.
+    pub sites: IndexMap<String, Access>,
+    /// Whether and how the plugin may use the workflow's vault.
+    pub vault: Option<Access>,
 }
 
 /// Per-plugin resource limits (unset: the host's defaults).

@@ -14,8 +14,8 @@ use serde_json::Value;
 use crate::diag::{Diagnostics, Sink, SourceFile};
 use crate::expr::{Expr, Ref, SyntaxError};
 use crate::model::{
-    DEFAULT_BACKOFF, Grants, InputDecl, Limits, PluginDecl, PluginSource, Retry, SecretDecl, Step,
-    Workflow,
+    Access, DEFAULT_BACKOFF, Grants, InputDecl, Limits, PluginDecl, PluginSource, Retry,
+    SecretDecl, SiteDecl, Step, VaultDecl, Workflow,
 };
 use crate::suggest;
 use crate::template::{Template, from_node};
@@ -29,12 +29,17 @@ pub(crate) const TOP_FIELDS: &[&str] = &[
     "vars",
     "secrets",
     "plugins",
+    "sites",
+    "vault",
     "steps",
 ];
 pub(crate) const INPUT_FIELDS: &[&str] = &["type", "required", "default", "doc"];
 pub(crate) const SECRET_FIELDS: &[&str] = &["env"];
 pub(crate) const PLUGIN_FIELDS: &[&str] = &["source", "grants", "limits"];
-pub(crate) const GRANT_FIELDS: &[&str] = &["http", "secrets"];
+pub(crate) const GRANT_FIELDS: &[&str] = &["http", "secrets", "sites", "vault"];
+pub(crate) const SITE_FIELDS: &[&str] = &["path", "doc"];
+pub(crate) const VAULT_FIELDS: &[&str] = &["url", "key"];
+pub(crate) const ACCESS_NAMES: &[&str] = &["read", "write"];
 pub(crate) const LIMIT_FIELDS: &[&str] = &["memory", "timeout"];
 pub(crate) const STEP_FIELDS: &[&str] = &[
     "id", "uses", "with", "needs", "if", "for_each", "timeout", "retry",
@@ -424,9 +429,17 @@ impl Checker<'_> {
             .get("secrets")
             .map(|n| self.secrets(n))
             .unwrap_or_default();
+        let sites = f
+            .get("sites")
+            .map(|n| self.sites(n, &inputs, &vars))
+            .unwrap_or_default();
+        let vault = f
+            .get("vault")
+            .and_then(|n| self.vault(n, &inputs, &vars, &secrets));
         let (plugins, plugin_spans) = f
             .get("plugins")
-            .map(|n| self.plugins(n, &secrets))
+            // a broken `vault:` (reported) still counts as declared for grants
+            .map(|n| self.plugins(n, &secrets, &sites, f.get("vault").is_some()))
             .unwrap_or_default();
 
         let (steps, syntax) = match self.required(
@@ -448,6 +461,8 @@ impl Checker<'_> {
             vars,
             secrets,
             plugins,
+            sites,
+            vault,
             steps,
         };
         Some(Document {
@@ -755,10 +770,181 @@ impl Checker<'_> {
         out
     }
 
+    /// A path or URL that may use inputs and vars (sites, vault).
+    fn setup_template(
+        &mut self,
+        node: &Node,
+        what: &str,
+        inputs: &IndexMap<String, InputDecl>,
+        vars: &IndexMap<String, Template>,
+    ) -> Option<Template> {
+        self.string(
+            node,
+            what,
+            "write a path, e.g. `./lab/site-a` or `${{ inputs.lab }}/site-a`",
+        )?;
+        let t = self.template(node)?;
+        let mut ok = true;
+        for r in t.refs() {
+            let Some(target) = r.path.first() else {
+                continue;
+            };
+            match r.root.as_str() {
+                "inputs" if !inputs.contains_key(target) => {
+                    self.undefined(
+                        r,
+                        "input",
+                        inputs.keys().map(String::as_str).collect(),
+                        "inputs",
+                    );
+                    ok = false;
+                }
+                "vars" if !vars.contains_key(target) => {
+                    self.undefined(r, "var", vars.keys().map(String::as_str).collect(), "vars");
+                    ok = false;
+                }
+                "inputs" | "vars" => {}
+                other => {
+                    let d = self.sink.error(
+                        "bad-reference",
+                        r.span,
+                        format!("{what} cannot use `{other}`"),
+                        format!("`{other}` is not available here"),
+                    );
+                    d.set_help("sites and the vault are fixed before any step runs: use `inputs.NAME` or `vars.NAME`");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(t)
+    }
+
+    fn sites(
+        &mut self,
+        node: &Node,
+        inputs: &IndexMap<String, InputDecl>,
+        vars: &IndexMap<String, Template>,
+    ) -> IndexMap<String, SiteDecl> {
+        let mut out = IndexMap::new();
+        let help = "declare sites as `NAME: { path: FOLDER }`";
+        for (name, k, v) in self.map_entries(node, "`sites`", help) {
+            if !units::is_step_id(name) {
+                let d = self.sink.error(
+                    "bad-identifier",
+                    k.span,
+                    format!("`{name}` cannot be used as a site name"),
+                    "invalid name",
+                );
+                d.set_help("a site name uses lower-case letters, digits, `_` and `-`, and starts with a letter");
+                continue;
+            }
+            let what = format!("site `{name}`");
+            // A broken declaration still declares the name, so grants of it
+            // are not reported as undefined too.
+            let broken = SiteDecl {
+                path: Template::Literal(Value::Null),
+                doc: String::new(),
+            };
+            let Some(f) = self.fields(v, &what, SITE_FIELDS, help) else {
+                out.insert(name.to_owned(), broken);
+                continue;
+            };
+            let doc = f
+                .get("doc")
+                .and_then(|n| self.string(n, &format!("`doc` of {what}"), "one line of text"))
+                .unwrap_or("")
+                .to_owned();
+            let path = self
+                .required(
+                    &f,
+                    v,
+                    "path",
+                    &what,
+                    "give the site's folder: `path: ./lab/site-a` (relative to the workflow file)",
+                )
+                .and_then(|p| self.setup_template(p, &format!("`path` of {what}"), inputs, vars));
+            out.insert(
+                name.to_owned(),
+                SiteDecl {
+                    path: path.unwrap_or(broken.path),
+                    doc,
+                },
+            );
+        }
+        out
+    }
+
+    fn vault(
+        &mut self,
+        node: &Node,
+        inputs: &IndexMap<String, InputDecl>,
+        vars: &IndexMap<String, Template>,
+        secrets: &IndexMap<String, SecretDecl>,
+    ) -> Option<VaultDecl> {
+        let help = "declare the vault as `vault: { url: FOLDER_OR_URL, key: SECRET }`";
+        let f = self.fields(node, "`vault`", VAULT_FIELDS, help)?;
+        let url = self
+            .required(
+                &f,
+                node,
+                "url",
+                "`vault`",
+                "give a folder or an `s3://` / `azblob://` URL: `url: ./lab/vault`",
+            )
+            .and_then(|u| self.setup_template(u, "`url` of `vault`", inputs, vars));
+        let key = match f.get("key") {
+            None => None,
+            Some(k) => {
+                let name = self.string(
+                    k,
+                    "`key` of `vault`",
+                    "name a secret declared under `secrets:`",
+                )?;
+                if !secrets.contains_key(name) {
+                    let known: Vec<&str> = secrets.keys().map(String::as_str).collect();
+                    let d = self.sink.error(
+                        "undefined-secret",
+                        k.span,
+                        format!("the vault key is secret `{name}`, which is not declared"),
+                        "no such secret",
+                    );
+                    d.set_help(if known.is_empty() {
+                        format!("declare it under `secrets:`, e.g. `{name}: {{ env: VAULT_KEY }}`, or drop `key:` to use LIFEBOAT_VAULT_KEY")
+                    } else {
+                        suggest::help(name, "declared secrets", &known)
+                    });
+                    return None;
+                }
+                Some(name.to_owned())
+            }
+        };
+        Some(VaultDecl { url: url?, key })
+    }
+
+    fn access(&mut self, node: &Node, what: &str) -> Option<Access> {
+        let s = self.string(node, what, "write `read` or `write`")?;
+        match s {
+            "read" => Some(Access::Read),
+            "write" => Some(Access::Write),
+            other => {
+                let d = self.sink.error(
+                    "bad-access",
+                    node.span,
+                    format!("`{other}` is not an access level for {what}"),
+                    "expected `read` or `write`",
+                );
+                d.set_help(suggest::help(other, "access levels", ACCESS_NAMES));
+                None
+            }
+        }
+    }
+
     fn plugins(
         &mut self,
         node: &Node,
         secrets: &IndexMap<String, SecretDecl>,
+        sites: &IndexMap<String, SiteDecl>,
+        has_vault: bool,
     ) -> (IndexMap<String, PluginDecl>, IndexMap<String, SourceSpan>) {
         let mut out = IndexMap::new();
         self.declared_aliases.clear();
@@ -785,7 +971,7 @@ impl Checker<'_> {
                 .and_then(|s| self.plugin_source(s, &what).map(|p| (p, s.span)));
             let grants = f
                 .get("grants")
-                .map(|g| self.grants(g, &what, secrets))
+                .map(|g| self.grants(g, &what, secrets, sites, has_vault))
                 .unwrap_or_default();
             let limits = f
                 .get("limits")
@@ -848,6 +1034,8 @@ impl Checker<'_> {
         node: &Node,
         what: &str,
         secrets: &IndexMap<String, SecretDecl>,
+        sites: &IndexMap<String, SiteDecl>,
+        has_vault: bool,
     ) -> Grants {
         let mut g = Grants::default();
         let gwhat = format!("`grants` of {what}");
@@ -855,10 +1043,54 @@ impl Checker<'_> {
             node,
             &gwhat,
             GRANT_FIELDS,
-            "grants are `http: [HOST, ...]` and `secrets: [NAME, ...]`",
+            "grants are `http: [HOST, ...]`, `secrets: [NAME, ...]`, `sites: { NAME: read|write }` and `vault: read|write`",
         ) else {
             return g;
         };
+        if let Some(s) = f.get("sites") {
+            let swhat = format!("`grants.sites` of {what}");
+            for (name, k, v) in self.map_entries(
+                s,
+                &swhat,
+                "grant sites as `sites: { NAME: read }` or `write`",
+            ) {
+                if !sites.contains_key(name) {
+                    let known: Vec<&str> = sites.keys().map(String::as_str).collect();
+                    let d = self.sink.error(
+                        "undefined-site",
+                        k.span,
+                        format!("{what} is granted site `{name}`, which is not declared"),
+                        "no such site",
+                    );
+                    d.set_help(if known.is_empty() {
+                        format!(
+                            "declare it under `sites:`, e.g. `{name}: {{ path: ./lab/{name} }}`"
+                        )
+                    } else {
+                        suggest::help(name, "declared sites", &known)
+                    });
+                    continue;
+                }
+                if let Some(a) = self.access(v, &format!("site `{name}` in {swhat}")) {
+                    g.sites.insert(name.to_owned(), a);
+                }
+            }
+        }
+        if let Some(v) = f.get("vault")
+            && let Some(a) = self.access(v, &format!("`grants.vault` of {what}"))
+        {
+            if has_vault {
+                g.vault = Some(a);
+            } else {
+                let d = self.sink.error(
+                    "undefined-vault",
+                    v.span,
+                    format!("{what} is granted the vault, but the workflow declares no `vault:`"),
+                    "no vault declared",
+                );
+                d.set_help("declare it at the top level: `vault: { url: ./lab/vault }`");
+            }
+        }
         if let Some(h) = f.get("http") {
             for (pat, n) in self.string_list(
                 h,

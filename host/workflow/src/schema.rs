@@ -56,6 +56,39 @@ pub fn json_schema() -> Value {
                 "propertyNames": { "$ref": "#/definitions/stepId" },
                 "additionalProperties": { "$ref": "#/definitions/plugin" }
             },
+            "sites": {
+                "description": "Named folders holding a platform's files (a VMware VM's `.vmx` and VMDKs, a storage account laid out as folders); plugins use them when granted.",
+                "type": ["object", "null"],
+                "propertyNames": { "$ref": "#/definitions/stepId" },
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["path"],
+                    "properties": {
+                        "path": {
+                            "description": "The folder, relative to the workflow file; may use `${{ inputs.NAME }}` and `${{ vars.NAME }}`.",
+                            "type": "string"
+                        },
+                        "doc": { "description": "What the site is.", "type": "string" }
+                    }
+                }
+            },
+            "vault": {
+                "description": "Where recovery points are kept: encrypted, deduplicated (docs/vault-format.md).",
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["url"],
+                "properties": {
+                    "url": {
+                        "description": "A folder (relative to the workflow file), `s3://bucket/prefix?endpoint=…` or `azblob://container/prefix?endpoint=…`; may use inputs and vars.",
+                        "type": "string"
+                    },
+                    "key": {
+                        "description": "A declared secret holding the vault key; unset: LIFEBOAT_VAULT_KEY or LIFEBOAT_VAULT_KEY_FILE.",
+                        "$ref": "#/definitions/identifier"
+                    }
+                }
+            },
             "steps": {
                 "description": "The steps, in file order; they run after everything they need.",
                 "type": "array",
@@ -157,6 +190,16 @@ fn plugin() -> Value {
                         "description": "Declared secrets the plugin's steps may receive.",
                         "type": "array",
                         "items": { "$ref": "#/definitions/identifier" }
+                    },
+                    "sites": {
+                        "description": "Declared sites the plugin may use: `read` (files, disks) or `write` (also write files and restored images).",
+                        "type": "object",
+                        "propertyNames": { "$ref": "#/definitions/stepId" },
+                        "additionalProperties": { "enum": ["read", "write"] }
+                    },
+                    "vault": {
+                        "description": "The workflow's vault: `read` (list points) or `write` (also ship, seal and restore).",
+                        "enum": ["read", "write"]
                     }
                 }
             },

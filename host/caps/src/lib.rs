@@ -1,0 +1,586 @@
+//! Host side of the plugin capabilities: the `transfer` interface over granted
+//! sites (folders) and the workflow's vault.
+//!
+//! [`Capabilities`] holds what a workflow declares (its sites, resolved to
+//! folders, and its vault, opened on first use); [`Capabilities::for_plugin`]
+//! gives one plugin a [`lifeboat_contract::transfer::Transfer`] with that
+//! plugin's grants applied. Paths a plugin names are confined to the site's
+//! folder: absolute paths, `..` and symlinks leading out are refused.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use lifeboat_contract::StepError;
+use lifeboat_contract::transfer::{
+    Changes, DiskInfo, Extent, ExtentKind, Fut, PointDisk, PointInfo, RestoreRequest,
+    RestoreResult, ShipRequest, ShipResult, Transfer,
+};
+use lifeboat_vault::{ChangedSource, Consistency, Key, Vault, VaultError, WriteFormat};
+use tokio::sync::OnceCell;
+
+/// Largest file `read-file` returns.
+pub const MAX_READ_FILE: u64 = 1 << 20;
+
+/// What a plugin may do with a site or the vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// Where the vault key comes from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// A secret's value (the workflow's `vault.key`).
+    Secret { name: String, value: String },
+    /// `LIFEBOAT_VAULT_KEY`, or the file named by `LIFEBOAT_VAULT_KEY_FILE`.
+    Environment,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Secret { name, .. } => write!(f, "Secret({name}, redacted)"),
+            KeySource::Environment => f.write_str("Environment"),
+        }
+    }
+}
+
+impl KeySource {
+    fn key(&self) -> Result<Key, VaultError> {
+        match self {
+            KeySource::Secret { name, value } => Key::parse(value).map_err(|e| match e {
+                VaultError::Key(m) => VaultError::Key(format!("secret `{name}`: {m}")),
+                other => other,
+            }),
+            KeySource::Environment => {
+                if std::env::var_os(lifeboat_vault::KEY_ENV).is_none()
+                    && let Some(f) = std::env::var_os("LIFEBOAT_VAULT_KEY_FILE")
+                {
+                    return Key::from_env_or_file(Some(Path::new(&f)));
+                }
+                Key::from_env_or_file(None)
+            }
+        }
+    }
+}
+
+/// The vault a workflow declares, opened on first use.
+#[derive(Debug)]
+struct VaultSlot {
+    url: String,
+    key: KeySource,
+    vault: OnceCell<Vault>,
+}
+
+/// Sites and vault of one workflow run.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    sites: Arc<IndexMap<String, PathBuf>>,
+    vault: Option<Arc<VaultSlot>>,
+}
+
+impl Capabilities {
+    /// `sites`: name → folder (already resolved against the workflow's folder).
+    /// Sites are checked when used, so a plan can show a site still to be made.
+    pub fn new(sites: IndexMap<String, PathBuf>, vault: Option<(String, KeySource)>) -> Self {
+        Capabilities {
+            sites: Arc::new(sites),
+            vault: vault.map(|(url, key)| {
+                Arc::new(VaultSlot {
+                    url,
+                    key,
+                    vault: OnceCell::new(),
+                })
+            }),
+        }
+    }
+
+    /// The transfer interface for one plugin with its grants, or `None` when it
+    /// was granted no site and no vault.
+    pub fn for_plugin(
+        &self,
+        plugin: &str,
+        sites: &IndexMap<String, Access>,
+        vault: Option<Access>,
+    ) -> Option<Arc<dyn Transfer>> {
+        if sites.is_empty() && vault.is_none() {
+            return None;
+        }
+        Some(Arc::new(PluginCaps {
+            plugin: plugin.to_string(),
+            caps: self.clone(),
+            sites: sites.clone(),
+            vault,
+        }))
+    }
+}
+
+/// One plugin's view.
+struct PluginCaps {
+    plugin: String,
+    caps: Capabilities,
+    sites: IndexMap<String, Access>,
+    vault: Option<Access>,
+}
+
+fn step_err(code: &str, message: impl Into<String>) -> StepError {
+    StepError::new(code, message)
+}
+
+fn vault_err(e: VaultError) -> StepError {
+    let (code, retryable) = match &e {
+        VaultError::NotFound(_) => ("not-found", false),
+        VaultError::InvalidRequest(_) => ("invalid-input", false),
+        VaultError::Locked(_) | VaultError::Backend { .. } => ("unavailable", true),
+        VaultError::WrongKey | VaultError::Key(_) => ("vault-key", false),
+        VaultError::Corrupt { .. } => ("corrupt", false),
+        _ => ("vault-error", false),
+    };
+    StepError {
+        code: code.into(),
+        message: e.to_string(),
+        retryable,
+    }
+}
+
+fn disk_err(path: &str, e: lifeboat_disk::DiskError) -> StepError {
+    step_err("bad-disk", format!("{path}: {e}"))
+}
+
+/// A relative path with only normal components.
+fn clean_rel(path: &str) -> Result<PathBuf, StepError> {
+    let p = Path::new(path);
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => {
+                return Err(step_err(
+                    "invalid-input",
+                    format!(
+                        "path {path:?} must be relative to the site and stay inside it (no `/` at the start, no `..`)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl PluginCaps {
+    fn site_root(&self, site: &str, need: Access) -> Result<PathBuf, StepError> {
+        let Some(granted) = self.sites.get(site) else {
+            return Err(step_err(
+                "not-granted",
+                format!(
+                    "plugin `{}` is not granted site `{site}`; add it to the plugin's `grants.sites` ({site}: {})",
+                    self.plugin,
+                    need.as_str()
+                ),
+            ));
+        };
+        if *granted < need {
+            return Err(step_err(
+                "not-granted",
+                format!(
+                    "plugin `{}` may only read site `{site}`; grant `{site}: write` to let it write there",
+                    self.plugin
+                ),
+            ));
+        }
+        let root = self.caps.sites.get(site).ok_or_else(|| {
+            step_err(
+                "not-found",
+                format!("the workflow declares no site `{site}`"),
+            )
+        })?;
+        if !root.is_dir() {
+            return Err(step_err(
+                "not-found",
+                format!(
+                    "site `{site}`: folder {} does not exist; create it or fix `sites.{site}.path`",
+                    root.display()
+                ),
+            ));
+        }
+        Ok(root.clone())
+    }
+
+    /// An existing path inside a site (symlinks resolved and checked).
+    fn existing(&self, site: &str, path: &str, need: Access) -> Result<PathBuf, StepError> {
+        let root = self.site_root(site, need)?;
+        let full = root.join(clean_rel(path)?);
+        let real = full
+            .canonicalize()
+            .map_err(|e| step_err("not-found", format!("site `{site}` has no {path:?}: {e}")))?;
+        let real_root = root
+            .canonicalize()
+            .map_err(|e| step_err("not-found", format!("site `{site}`: {e}")))?;
+        if !real.starts_with(&real_root) {
+            return Err(step_err(
+                "denied",
+                format!("{path:?} in site `{site}` leads outside the site"),
+            ));
+        }
+        Ok(real)
+    }
+
+    /// A path to create inside a site granted write (parents created).
+    fn writable(&self, site: &str, path: &str) -> Result<PathBuf, StepError> {
+        let root = self.site_root(site, Access::Write)?;
+        let rel = clean_rel(path)?;
+        if rel.as_os_str().is_empty() {
+            return Err(step_err("invalid-input", "an empty path names no file"));
+        }
+        let full = root.join(&rel);
+        let parent = full.parent().unwrap_or(&root).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| {
+            step_err(
+                "io",
+                format!("site `{site}`: creating {}: {e}", parent.display()),
+            )
+        })?;
+        let real_parent = parent
+            .canonicalize()
+            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
+        let real_root = root
+            .canonicalize()
+            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
+        if !real_parent.starts_with(&real_root) {
+            return Err(step_err(
+                "denied",
+                format!("{path:?} in site `{site}` leads outside the site"),
+            ));
+        }
+        match full.file_name() {
+            Some(n) => Ok(real_parent.join(n)),
+            None => Err(step_err("invalid-input", format!("{path:?} names no file"))),
+        }
+    }
+
+    async fn vault(&self, need: Access, what: &str) -> Result<&Vault, StepError> {
+        match self.vault {
+            Some(a) if a >= need => {}
+            Some(_) => {
+                return Err(step_err(
+                    "not-granted",
+                    format!(
+                        "plugin `{}` may only read the vault; {what} needs `grants.vault: write`",
+                        self.plugin
+                    ),
+                ));
+            }
+            None => {
+                return Err(step_err(
+                    "not-granted",
+                    format!(
+                        "plugin `{}` is not granted the vault; {what} needs `grants.vault: {}`",
+                        self.plugin,
+                        need.as_str()
+                    ),
+                ));
+            }
+        }
+        let slot = self.caps.vault.as_ref().ok_or_else(|| {
+            step_err(
+                "not-found",
+                "the workflow declares no `vault:`; add `vault: { url: ./vault }`",
+            )
+        })?;
+        slot.vault
+            .get_or_try_init(|| async {
+                let key = slot.key.key().map_err(vault_err)?;
+                Vault::open(&slot.url, &key).await.map_err(vault_err)
+            })
+            .await
+    }
+}
+
+fn point_info(m: &lifeboat_vault::Manifest) -> PointInfo {
+    PointInfo {
+        id: m.id.clone(),
+        vm: m.vm.clone(),
+        created: m.created.clone(),
+        consistency: match m.consistency {
+            Consistency::Crash => "crash".into(),
+            Consistency::App => "app".into(),
+        },
+        parent: m.parent.clone(),
+        meta: m
+            .meta
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        disks: m
+            .disks
+            .iter()
+            .map(|d| PointDisk {
+                name: d.name.clone(),
+                virtual_size: d.virtual_size,
+                data_bytes: d.data_bytes,
+                changes: d.changes.source.clone(),
+            })
+            .collect(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| step_err("host-error", format!("worker failed: {e}")))?
+}
+
+fn write_format(s: &str) -> Result<WriteFormat, StepError> {
+    Ok(match s {
+        "raw" => WriteFormat::Raw,
+        "vhd" => WriteFormat::VhdFixed,
+        "vhdx" => WriteFormat::VhdxDynamic,
+        "vmdk" => WriteFormat::VmdkStreamOptimized,
+        "qcow2" => WriteFormat::Qcow2,
+        other => {
+            return Err(step_err(
+                "invalid-input",
+                format!("unknown image format {other:?}; use raw, vhd, vhdx, vmdk or qcow2"),
+            ));
+        }
+    })
+}
+
+impl Transfer for PluginCaps {
+    fn read_file<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, String> {
+        Box::pin(async move {
+            let p = self.existing(site, path, Access::Read)?;
+            let label = format!("{site}:{path}");
+            blocking(move || {
+                let meta = std::fs::metadata(&p)
+                    .map_err(|e| step_err("not-found", format!("{label}: {e}")))?;
+                if !meta.is_file() {
+                    return Err(step_err("invalid-input", format!("{label} is not a file")));
+                }
+                if meta.len() > MAX_READ_FILE {
+                    return Err(step_err(
+                        "too-large",
+                        format!(
+                            "{label} is {} bytes; read-file returns at most {MAX_READ_FILE}",
+                            meta.len()
+                        ),
+                    ));
+                }
+                let bytes =
+                    std::fs::read(&p).map_err(|e| step_err("io", format!("{label}: {e}")))?;
+                String::from_utf8(bytes)
+                    .map_err(|_| step_err("invalid-input", format!("{label} is not UTF-8 text")))
+            })
+            .await
+        })
+    }
+
+    fn list_dir<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<String>> {
+        Box::pin(async move {
+            let p = self.existing(site, path, Access::Read)?;
+            let label = format!("{site}:{path}");
+            blocking(move || {
+                let rd = std::fs::read_dir(&p)
+                    .map_err(|e| step_err("not-found", format!("{label}: {e}")))?;
+                let mut names = Vec::new();
+                for e in rd.flatten() {
+                    let mut n = e.file_name().to_string_lossy().to_string();
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        n.push('/');
+                    }
+                    names.push(n);
+                }
+                names.sort();
+                Ok(names)
+            })
+            .await
+        })
+    }
+
+    fn write_file<'a>(&'a self, site: &'a str, path: &'a str, contents: String) -> Fut<'a, ()> {
+        Box::pin(async move {
+            let p = self.writable(site, path)?;
+            let label = format!("{site}:{path}");
+            blocking(move || {
+                let tmp = p.with_extension("lifeboat-partial");
+                std::fs::write(&tmp, contents.as_bytes())
+                    .and_then(|()| std::fs::rename(&tmp, &p))
+                    .map_err(|e| step_err("io", format!("{label}: {e}")))
+            })
+            .await
+        })
+    }
+
+    fn inspect_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, DiskInfo> {
+        Box::pin(async move {
+            let p = self.existing(site, path, Access::Read)?;
+            let label = format!("{site}:{path}");
+            blocking(move || {
+                let mut r = lifeboat_disk::open(&p).map_err(|e| disk_err(&label, e))?;
+                let alloc = r.allocation().map_err(|e| disk_err(&label, e))?;
+                Ok(DiskInfo {
+                    format: r.format().to_string(),
+                    virtual_size: r.virtual_size(),
+                    allocated: alloc
+                        .iter()
+                        .filter(|e| e.kind == lifeboat_disk::ExtentKind::Data)
+                        .map(|e| e.length)
+                        .sum(),
+                })
+            })
+            .await
+        })
+    }
+
+    fn allocated_extents<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<Extent>> {
+        Box::pin(async move {
+            let p = self.existing(site, path, Access::Read)?;
+            let label = format!("{site}:{path}");
+            blocking(move || {
+                let mut r = lifeboat_disk::open(&p).map_err(|e| disk_err(&label, e))?;
+                Ok(r.allocation()
+                    .map_err(|e| disk_err(&label, e))?
+                    .into_iter()
+                    .filter(|e| e.kind == lifeboat_disk::ExtentKind::Data)
+                    .map(|e| Extent {
+                        offset: e.offset,
+                        length: e.length,
+                        kind: ExtentKind::Data,
+                    })
+                    .collect())
+            })
+            .await
+        })
+    }
+
+    fn points<'a>(&'a self, vm: &'a str) -> Fut<'a, Vec<PointInfo>> {
+        Box::pin(async move {
+            let v = self.vault(Access::Read, "listing points").await?;
+            let mut out = Vec::new();
+            for p in v.points(Some(vm)).await.map_err(vault_err)? {
+                let m = v.point(Some(vm), &p.id).await.map_err(vault_err)?;
+                out.push(point_info(&m));
+            }
+            Ok(out)
+        })
+    }
+
+    fn ship(&self, req: ShipRequest) -> Fut<'_, ShipResult> {
+        Box::pin(async move {
+            let v = self.vault(Access::Write, "ship").await?;
+            let source = self.existing(&req.site, &req.path, Access::Read)?;
+            let changed = match req.changes {
+                Changes::Full => ChangedSource::Full,
+                Changes::Extents(l) => ChangedSource::List(
+                    l.into_iter()
+                        .map(|e| lifeboat_vault::Extent {
+                            offset: e.offset,
+                            length: e.length,
+                            kind: match e.kind {
+                                ExtentKind::Data => lifeboat_vault::ExtentKind::Data,
+                                ExtentKind::Cleared => lifeboat_vault::ExtentKind::Cleared,
+                            },
+                        })
+                        .collect(),
+                ),
+                Changes::HashCompare => {
+                    let pts = v.points(Some(&req.vm)).await.map_err(vault_err)?;
+                    match pts
+                        .iter()
+                        .rev()
+                        .find(|p| p.disks.iter().any(|d| d.name == req.disk))
+                    {
+                        Some(p) => ChangedSource::SincePoint(p.id.clone()),
+                        None => ChangedSource::Full,
+                    }
+                }
+                Changes::Bitmap(name) => ChangedSource::Bitmap { name },
+            };
+            let mut sr = lifeboat_vault::ShipRequest::new(&req.vm, &req.disk, source, changed);
+            sr.stage = true;
+            let r = v.ship(sr).await.map_err(vault_err)?;
+            tracing::info!(
+                plugin = %self.plugin, vm = %req.vm, disk = %req.disk, changes = %r.changes,
+                bytes_read = r.bytes_read, bytes_new = r.bytes_new, bytes_stored = r.bytes_stored,
+                "shipped"
+            );
+            Ok(ShipResult {
+                staged: r.point,
+                virtual_size: r.virtual_size,
+                bytes_read: r.bytes_read,
+                bytes_new: r.bytes_new,
+                bytes_stored: r.bytes_stored,
+                extents: u32::try_from(r.extents).unwrap_or(u32::MAX),
+            })
+        })
+    }
+
+    fn seal<'a>(
+        &'a self,
+        vm: &'a str,
+        staged: Vec<String>,
+        consistency: &'a str,
+        meta: serde_json::Value,
+    ) -> Fut<'a, PointInfo> {
+        Box::pin(async move {
+            let c = match consistency {
+                "crash" | "" => Consistency::Crash,
+                "app" => Consistency::App,
+                other => {
+                    return Err(step_err(
+                        "invalid-input",
+                        format!("consistency {other:?} is neither `crash` nor `app`"),
+                    ));
+                }
+            };
+            let v = self.vault(Access::Write, "seal").await?;
+            let meta = match meta {
+                serde_json::Value::Object(o) if o.is_empty() => None,
+                other => Some(other),
+            };
+            let m = v.seal(vm, &staged, c, meta).await.map_err(vault_err)?;
+            Ok(point_info(&m))
+        })
+    }
+
+    fn restore(&self, req: RestoreRequest) -> Fut<'_, RestoreResult> {
+        Box::pin(async move {
+            let format = write_format(&req.format)?;
+            let v = self.vault(Access::Read, "restore").await?;
+            let out = self.writable(&req.site, &req.path)?;
+            // written beside the target, then renamed: a re-run never sees half an image
+            let mut tmp = out.clone().into_os_string();
+            tmp.push(".lifeboat-partial");
+            let tmp = PathBuf::from(tmp);
+            let r = v
+                .restore_disk(Some(&req.vm), &req.point, &req.disk, &tmp, format)
+                .await
+                .map_err(vault_err)?;
+            std::fs::rename(&tmp, &out)
+                .map_err(|e| step_err("io", format!("{}:{}: {e}", req.site, req.path)))?;
+            let file_size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            Ok(RestoreResult {
+                point: r.point,
+                virtual_size: r.virtual_size,
+                file_size,
+                bytes_written: r.bytes_written,
+            })
+        })
+    }
+}

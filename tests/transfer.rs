@@ -1,0 +1,293 @@
+//! The `transfer` interface end to end through `lifeboat run`: a plugin ships a
+//! disk of a granted site into the workflow's vault, seals a point with the VM's
+//! configuration, and restores it into another site — checked with qemu-img.
+//! Also what the sandbox refuses: writing calls while planning, sites and vault
+//! not granted, read-only sites, paths leading out of a site. And a plugin built
+//! against contract 0.1.0 (kept in tests/fixtures) still runs on this host.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{lifeboat, testkit_wasm};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A lab: `src/` with a qcow2 disk, `dst/`, an initialised vault.
+fn lab() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("src/vm1")).unwrap();
+    std::fs::create_dir_all(d.path().join("dst")).unwrap();
+    std::fs::write(d.path().join("src/vm1/vm1.vmx"), "displayName = \"vm1\"\n").unwrap();
+    let img = d.path().join("src/vm1/disk0.qcow2");
+    sh(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg("16M"));
+    sh(Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x5a 1M 2M",
+            "-c",
+            "write -P 0x11 9M 64k",
+        ])
+        .arg(&img));
+    let out = lifeboat()
+        .env("LIFEBOAT_VAULT_KEY", KEY)
+        .args(["vault", "init"])
+        .arg(d.path().join("vault"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+fn run(dir: &Path, name: &str, body: &str) -> Output {
+    let wf = dir.join(format!("{name}.yaml"));
+    let text = format!(
+        "name: {name}\nsites:\n  src: {{ path: ./src }}\n  dst: {{ path: ./dst }}\nvault:\n  url: ./vault\n{body}",
+    )
+    .replace("KIT", &testkit_wasm().display().to_string());
+    std::fs::write(&wf, text).unwrap();
+    lifeboat()
+        .env("LIFEBOAT_VAULT_KEY", KEY)
+        .args(["run", "--state-dir"])
+        .arg(dir.join(format!("state-{name}")))
+        .arg(&wf)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn ship_seal_and_restore_through_a_plugin() {
+    let d = lab();
+    let out = run(
+        d.path(),
+        "replicate",
+        r#"plugins:
+  kit:
+    source: KIT
+    grants: { sites: { src: read, dst: write }, vault: write }
+steps:
+  - id: look
+    uses: kit/transfer
+    with: { op: inspect-disk, when: plan, args: { site: src, path: vm1/disk0.qcow2 } }
+  - id: ship
+    uses: kit/transfer
+    with: { op: ship, args: { vm: vm1, disk: disk0, site: src, path: vm1/disk0.qcow2 } }
+  - id: seal
+    uses: kit/transfer
+    with:
+      op: seal
+      args:
+        vm: vm1
+        staged: ["${{ steps.ship.outputs.result.staged }}"]
+        consistency: app
+        meta: { cpus: 2, memory_mib: 2048 }
+  - id: restore
+    uses: kit/transfer
+    with:
+      op: restore
+      args: { vm: vm1, point: "${{ steps.seal.outputs.result.id }}", disk: disk0, site: dst, path: out/vm1.vhd, format: vhd }
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // the restored fixed VHD equals the source disk, per qemu-img
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "vpc"])
+        .arg(d.path().join("src/vm1/disk0.qcow2"))
+        .arg(d.path().join("dst/out/vm1.vhd"))
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    assert!(!d.path().join("dst/out/vm1.vhd.lifeboat-partial").exists());
+    // one point, app-consistent, with the VM's configuration
+    let pts = lifeboat()
+        .env("LIFEBOAT_VAULT_KEY", KEY)
+        .args(["vault", "points", "--json"])
+        .arg(d.path().join("vault"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&pts.stdout).unwrap();
+    let pts = v.as_array().unwrap();
+    assert_eq!(pts.len(), 1, "{v}");
+    assert_eq!(pts[0]["consistency"], "app");
+    assert_eq!(pts[0]["disks"][0]["name"], "disk0");
+    // the plan shows the sites, the vault and the grants
+    let plan = lifeboat()
+        .env("LIFEBOAT_VAULT_KEY", KEY)
+        .arg("plan")
+        .arg(d.path().join("replicate.yaml"))
+        .output()
+        .unwrap();
+    let p = text(&plan);
+    assert!(p.contains("Sites:\n  src: ./src\n  dst: ./dst"), "{p}");
+    assert!(
+        p.contains("Vault: ./vault (key from env:LIFEBOAT_VAULT_KEY)"),
+        "{p}"
+    );
+    assert!(
+        p.contains("sites src (read), dst (write); vault (write)"),
+        "{p}"
+    );
+    assert!(
+        p.contains("\"virtual_size\": 16777216") || p.contains("16777216"),
+        "{p}"
+    );
+    assert!(!p.contains(KEY));
+}
+
+#[test]
+fn the_sandbox_refuses_what_was_not_granted() {
+    let d = lab();
+    let step = |op: &str, when: &str, args: &str| {
+        format!(
+            "steps:\n  - id: s\n    uses: kit/transfer\n    with: {{ op: {op}, when: {when}, args: {args} }}\n"
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "ship-in-plan",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ src: read }}, vault: write }} }}\n{}",
+                step(
+                    "ship",
+                    "plan",
+                    "{ vm: vm1, disk: d, site: src, path: vm1/disk0.qcow2 }"
+                )
+            ),
+            "denied: transfer.ship changes the world and is refused during plan",
+        ),
+        (
+            "nothing-granted",
+            format!(
+                "plugins:\n  kit: {{ source: KIT }}\n{}",
+                step("read-file", "plan", "{ site: src, path: vm1/vm1.vmx }")
+            ),
+            "not-granted: plugin `kit` called transfer.read-file, but the workflow grants it no sites and no vault",
+        ),
+        (
+            "other-site",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ dst: read }} }} }}\n{}",
+                step("read-file", "plan", "{ site: src, path: vm1/vm1.vmx }")
+            ),
+            "not-granted: plugin `kit` is not granted site `src`",
+        ),
+        (
+            "escape",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ src: read }} }} }}\n{}",
+                step("read-file", "plan", "{ site: src, path: ../vault/config }")
+            ),
+            "must be relative to the site and stay inside it",
+        ),
+        (
+            "read-only-site",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ src: read }} }} }}\n{}",
+                step(
+                    "write-file",
+                    "apply",
+                    "{ site: src, path: x.txt, contents: hi }"
+                )
+            ),
+            "may only read site `src`",
+        ),
+        (
+            "vault-read-only",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ src: read }}, vault: read }} }}\n{}",
+                step(
+                    "ship",
+                    "apply",
+                    "{ vm: vm1, disk: d, site: src, path: vm1/disk0.qcow2 }"
+                )
+            ),
+            "may only read the vault; ship needs `grants.vault: write`",
+        ),
+    ];
+    // a symlink inside a site that leads out of it
+    std::os::unix::fs::symlink(d.path().join("vault"), d.path().join("src/out")).unwrap();
+    let mut cases = cases;
+    cases.push((
+        "symlink",
+        format!(
+            "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ src: read }} }} }}\n{}",
+            step("list-dir", "plan", "{ site: src, path: out }")
+        ),
+        "leads outside the site",
+    ));
+    for (name, body, want) in cases {
+        let out = run(d.path(), name, &body);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {t}");
+        assert!(t.contains(want), "{name}: expected {want:?} in:\n{t}");
+    }
+    // nothing was written into the read-only site, nothing shipped
+    assert!(!d.path().join("src/x.txt").exists());
+    assert_eq!(
+        std::fs::read_dir(d.path().join("vault/points"))
+            .map(|r| r.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn a_plugin_built_against_contract_0_1_0_still_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let fixture = common::root().join("tests/fixtures/plugins/demo-contract-0.1.0.wasm");
+    let wf = d.path().join("old.yaml");
+    std::fs::write(
+        &wf,
+        format!(
+            "name: old\nplugins:\n  demo: {{ source: {} }}\nsteps:\n  - id: inventory\n    uses: demo/inventory\n    with: {{ site: dc1 }}\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let out = lifeboat()
+        .args(["run", "--state-dir"])
+        .arg(d.path().join("state"))
+        .arg(&wf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let inspect = lifeboat()
+        .args(["plugin", "inspect"])
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", text(&inspect));
+}
