@@ -24,9 +24,35 @@ fn workflows() -> Vec<String> {
     out
 }
 
+/// Workflows of the recovery scenarios read a demo lab (`inputs.lab`): give
+/// each a fresh one under target/, named relative to the workflow file so the
+/// plan holds no machine-specific path.
+fn lab_args(file: &str, lab: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    if !text.contains("inputs.lab") {
+        return vec![];
+    }
+    let dir = format!("target/test-labs/{lab}");
+    let out = lifeboat()
+        .args(["demo", "init", "--force", &dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let depth = std::path::Path::new(file).components().count() - 1;
+    vec![
+        "--input".into(),
+        format!("lab={}{dir}", "../".repeat(depth)),
+    ]
+}
+
 fn plan(file: &str, format: &str) -> String {
     let out = lifeboat()
         .args(["plan", "--format", format, file])
+        .args(lab_args(file, "plan"))
         .output()
         .unwrap();
     assert_eq!(
@@ -66,6 +92,7 @@ fn every_workflow_runs() {
             .args(["run", "--state-dir"])
             .arg(dir.path())
             .arg(&file)
+            .args(lab_args(&file, "run"))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);

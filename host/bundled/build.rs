@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 /// (name used in `builtin:NAME`, cargo package)
-const PLUGINS: &[(&str, &str)] = &[("demo", "lifeboat-plugin-demo")];
+const PLUGINS: &[(&str, &str)] = &[
+    ("demo", "lifeboat-plugin-demo"),
+    ("vmware", "lifeboat-plugin-vmware"),
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());

@@ -8,10 +8,16 @@ pub struct Bundled {
 }
 
 /// Every bundled plugin, by name.
-pub const ALL: &[Bundled] = &[Bundled {
-    name: "demo",
-    wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_DEMO")),
-}];
+pub const ALL: &[Bundled] = &[
+    Bundled {
+        name: "demo",
+        wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_DEMO")),
+    },
+    Bundled {
+        name: "vmware",
+        wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_VMWARE")),
+    },
+];
 
 /// The bundled plugin called `name`.
 pub fn get(name: &str) -> Option<&'static Bundled> {

@@ -46,6 +46,8 @@ impl Access {
 pub enum KeySource {
     /// A secret's value (the workflow's `vault.key`).
     Secret { name: String, value: String },
+    /// A key file (the workflow's `vault.key_file`).
+    File(PathBuf),
     /// `LIFEBOAT_VAULT_KEY`, or the file named by `LIFEBOAT_VAULT_KEY_FILE`.
     Environment,
 }
@@ -54,6 +56,7 @@ impl std::fmt::Debug for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KeySource::Secret { name, .. } => write!(f, "Secret({name}, redacted)"),
+            KeySource::File(p) => write!(f, "File({})", p.display()),
             KeySource::Environment => f.write_str("Environment"),
         }
     }
@@ -66,6 +69,7 @@ impl KeySource {
                 VaultError::Key(m) => VaultError::Key(format!("secret `{name}`: {m}")),
                 other => other,
             }),
+            KeySource::File(p) => Key::from_env_or_file(Some(p)),
             KeySource::Environment => {
                 if std::env::var_os(lifeboat_vault::KEY_ENV).is_none()
                     && let Some(f) = std::env::var_os("LIFEBOAT_VAULT_KEY_FILE")

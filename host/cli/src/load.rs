@@ -256,7 +256,10 @@ impl Loaded {
                             value,
                         }
                     }
-                    None => KeySource::Environment,
+                    None => match v.key.strip_prefix("file ") {
+                        Some(f) => KeySource::File(self.base.join(f)),
+                        None => KeySource::Environment,
+                    },
                 };
                 Some((vault_url(&self.base, &v.url), key))
             }

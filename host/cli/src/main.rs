@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 a run or a plugin failed; 2 invalid input
 //! (command line, workflow file, plan file).
 
+mod demo;
 mod doctor;
 mod load;
 mod progress;
@@ -107,6 +108,9 @@ enum Command {
     /// The vault of recovery points: init, ship, points, restore, check, prune.
     #[command(subcommand)]
     Vault(vault::VaultCommand),
+    /// A recovery lab on this machine: demo sites, vault and key (`init`), guest writes (`change`).
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -304,6 +308,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Vault(cmd) => vault::run(cmd).await,
+        Command::Demo(cmd) => demo::run(cmd).await,
         Command::Doctor => Ok(doctor::run()),
         Command::Schema => {
             println!(

@@ -106,7 +106,7 @@ pub enum VaultCommand {
 #[derive(clap::Args, Debug)]
 pub struct KeyArgs {
     /// A file holding the vault key (else LIFEBOAT_VAULT_KEY).
-    #[arg(long)]
+    #[arg(long, env = "LIFEBOAT_VAULT_KEY_FILE")]
     key_file: Option<PathBuf>,
 }
 

@@ -107,7 +107,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VaultRef {
     pub url: String,
-    /// `secret NAME` or `env:LIFEBOAT_VAULT_KEY`.
+    /// `secret NAME`, `file PATH` or `env:LIFEBOAT_VAULT_KEY`.
     pub key: String,
 }
 
@@ -702,9 +702,10 @@ fn eval_setup(
         None => None,
         Some(v) => Some(VaultRef {
             url: text("vault.url".into(), &v.url)?,
-            key: match &v.key {
-                Some(k) => format!("secret {k}"),
-                None => "env:LIFEBOAT_VAULT_KEY".into(),
+            key: match (&v.key, &v.key_file) {
+                (Some(k), _) => format!("secret {k}"),
+                (None, Some(f)) => format!("file {}", text("vault.key_file".into(), f)?),
+                (None, None) => "env:LIFEBOAT_VAULT_KEY".into(),
             },
         }),
     };

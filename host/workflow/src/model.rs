@@ -54,9 +54,12 @@ pub struct VaultDecl {
     /// A folder, `s3://…` or `azblob://…` URL (see docs/vault-format.md); relative
     /// folders are relative to the workflow file. May use inputs and vars.
     pub url: Template,
-    /// A declared secret holding the vault key; unset: `LIFEBOAT_VAULT_KEY` or
-    /// `LIFEBOAT_VAULT_KEY_FILE`.
+    /// A declared secret holding the vault key.
     pub key: Option<String>,
+    /// A file holding the vault key (relative to the workflow file; may use
+    /// inputs and vars). With neither `key` nor `key_file`: `LIFEBOAT_VAULT_KEY`
+    /// or `LIFEBOAT_VAULT_KEY_FILE`.
+    pub key_file: Option<Template>,
 }
 
 /// How much of a site or of the vault a plugin may use.

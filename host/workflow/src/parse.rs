@@ -38,7 +38,7 @@ pub(crate) const SECRET_FIELDS: &[&str] = &["env"];
 pub(crate) const PLUGIN_FIELDS: &[&str] = &["source", "grants", "limits"];
 pub(crate) const GRANT_FIELDS: &[&str] = &["http", "secrets", "sites", "vault"];
 pub(crate) const SITE_FIELDS: &[&str] = &["path", "doc"];
-pub(crate) const VAULT_FIELDS: &[&str] = &["url", "key"];
+pub(crate) const VAULT_FIELDS: &[&str] = &["url", "key", "key_file"];
 pub(crate) const ACCESS_NAMES: &[&str] = &["read", "write"];
 pub(crate) const LIMIT_FIELDS: &[&str] = &["memory", "timeout"];
 pub(crate) const STEP_FIELDS: &[&str] = &[
@@ -918,7 +918,27 @@ impl Checker<'_> {
                 Some(name.to_owned())
             }
         };
-        Some(VaultDecl { url: url?, key })
+        let key_file = match f.get("key_file") {
+            None => None,
+            Some(n) => {
+                if let (Some(_), Some(k)) = (&key, f.key("key")) {
+                    let d = self.sink.error(
+                        "conflicting-fields",
+                        k.span,
+                        "the vault has both `key` and `key_file`",
+                        "one of the two",
+                    );
+                    d.set_help("keep `key: SECRET` (the key from an environment variable) or `key_file: PATH`, not both");
+                    return None;
+                }
+                Some(self.setup_template(n, "`key_file` of `vault`", inputs, vars)?)
+            }
+        };
+        Some(VaultDecl {
+            url: url?,
+            key,
+            key_file,
+        })
     }
 
     fn access(&mut self, node: &Node, what: &str) -> Option<Access> {

@@ -84,8 +84,12 @@ pub fn json_schema() -> Value {
                         "type": "string"
                     },
                     "key": {
-                        "description": "A declared secret holding the vault key; unset: LIFEBOAT_VAULT_KEY or LIFEBOAT_VAULT_KEY_FILE.",
+                        "description": "A declared secret holding the vault key. With neither `key` nor `key_file`: LIFEBOAT_VAULT_KEY or LIFEBOAT_VAULT_KEY_FILE.",
                         "$ref": "#/definitions/identifier"
+                    },
+                    "key_file": {
+                        "description": "A file holding the vault key, relative to the workflow file; may use inputs and vars.",
+                        "type": "string"
                     }
                 }
             },
