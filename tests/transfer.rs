@@ -248,6 +248,21 @@ fn the_sandbox_refuses_what_was_not_granted() {
         ),
         "leads outside the site",
     ));
+    // a write through a symlink out of a write-granted site creates nothing outside
+    std::fs::create_dir_all(d.path().join("outside")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("outside"), d.path().join("dst/esc")).unwrap();
+    cases.push((
+        "write-escape",
+        format!(
+            "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ dst: write }} }} }}\n{}",
+            step(
+                "write-file",
+                "apply",
+                "{ site: dst, path: esc/made/by/x.txt, contents: hi }"
+            )
+        ),
+        "leads outside the site",
+    ));
     for (name, body, want) in cases {
         let out = run(d.path(), name, &body);
         let t = text(&out);
@@ -256,6 +271,7 @@ fn the_sandbox_refuses_what_was_not_granted() {
     }
     // nothing was written into the read-only site, nothing shipped
     assert!(!d.path().join("src/x.txt").exists());
+    assert!(!d.path().join("outside/made").exists());
     assert_eq!(
         std::fs::read_dir(d.path().join("vault/points"))
             .map(|r| r.count())

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use lifeboat_contract::StepError;
 use lifeboat_contract::transfer::{
-    Changes, DiskInfo, Extent, ExtentKind, Fut, PointDisk, PointInfo, RestoreRequest,
+    BootReport, Changes, DiskInfo, Extent, ExtentKind, Fut, PointDisk, PointInfo, RestoreRequest,
     RestoreResult, ShipRequest, ShipResult, Transfer,
 };
 use lifeboat_vault::{ChangedSource, Consistency, Key, Vault, VaultError, WriteFormat};
@@ -253,6 +253,24 @@ impl PluginCaps {
         }
         let full = root.join(&rel);
         let parent = full.parent().unwrap_or(&root).to_path_buf();
+        let real_root = root
+            .canonicalize()
+            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
+        // before creating folders: the deepest existing ancestor must be inside
+        // the site (a symlink in the path could lead out of it)
+        let mut existing = parent.as_path();
+        while !existing.exists() {
+            existing = existing.parent().unwrap_or(&root);
+        }
+        let real_existing = existing
+            .canonicalize()
+            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
+        if !real_existing.starts_with(&real_root) {
+            return Err(step_err(
+                "denied",
+                format!("{path:?} in site `{site}` leads outside the site"),
+            ));
+        }
         std::fs::create_dir_all(&parent).map_err(|e| {
             step_err(
                 "io",
@@ -260,9 +278,6 @@ impl PluginCaps {
             )
         })?;
         let real_parent = parent
-            .canonicalize()
-            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
-        let real_root = root
             .canonicalize()
             .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
         if !real_parent.starts_with(&real_root) {
@@ -366,7 +381,56 @@ fn write_format(s: &str) -> Result<WriteFormat, StepError> {
     })
 }
 
+/// `raw`, `vhd`, `vhdx`, `vmdk` or `qcow2` → the lab's format.
+fn lab_format(s: &str) -> Result<lifeboat_lab::DiskFormat, StepError> {
+    Ok(match s {
+        "raw" => lifeboat_lab::DiskFormat::Raw,
+        "vhd" => lifeboat_lab::DiskFormat::Vpc,
+        "vhdx" => lifeboat_lab::DiskFormat::Vhdx,
+        "vmdk" => lifeboat_lab::DiskFormat::Vmdk,
+        "qcow2" => lifeboat_lab::DiskFormat::Qcow2,
+        other => {
+            return Err(step_err(
+                "invalid-input",
+                format!("unknown image format {other:?}; use raw, vhd, vhdx, vmdk or qcow2"),
+            ));
+        }
+    })
+}
+
 impl Transfer for PluginCaps {
+    fn boot_check<'a>(
+        &'a self,
+        site: &'a str,
+        path: &'a str,
+        format: &'a str,
+        marker: &'a str,
+        timeout: std::time::Duration,
+    ) -> Fut<'a, BootReport> {
+        Box::pin(async move {
+            let fmt = lab_format(format)?;
+            let disk = self.existing(site, path, Access::Read)?;
+            let mut opts = lifeboat_lab::BootOptions::new(disk, fmt).with_timeout(timeout);
+            if !marker.is_empty() {
+                opts.marker = marker.to_string();
+            }
+            let r = lifeboat_lab::boot_verify(&opts).await.map_err(|e| {
+                let code = match &e {
+                    lifeboat_lab::LabError::QemuMissing => "unavailable",
+                    lifeboat_lab::LabError::Timeout { .. } => "boot-timeout",
+                    lifeboat_lab::LabError::Exited { .. } => "boot-failed",
+                    _ => "boot-failed",
+                };
+                step_err(code, format!("booting {site}:{path}: {e}"))
+            })?;
+            tracing::info!(plugin = %self.plugin, site, path, seconds = r.elapsed.as_secs_f64(), line = %r.line, "boot check");
+            Ok(BootReport {
+                line: r.line,
+                seconds: r.elapsed.as_secs_f64(),
+            })
+        })
+    }
+
     fn read_file<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, String> {
         Box::pin(async move {
             let p = self.existing(site, path, Access::Read)?;

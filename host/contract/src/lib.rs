@@ -304,6 +304,13 @@ pub mod transfer {
         pub bytes_written: u64,
     }
 
+    /// What a boot check saw.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct BootReport {
+        pub line: String,
+        pub seconds: f64,
+    }
+
     /// A boxed future, so [`Transfer`] can be used as a trait object.
     pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send + 'a>>;
 
@@ -326,5 +333,13 @@ pub mod transfer {
             meta: serde_json::Value,
         ) -> Fut<'a, PointInfo>;
         fn restore(&self, request: RestoreRequest) -> Fut<'_, RestoreResult>;
+        fn boot_check<'a>(
+            &'a self,
+            site: &'a str,
+            path: &'a str,
+            format: &'a str,
+            marker: &'a str,
+            timeout: std::time::Duration,
+        ) -> Fut<'a, BootReport>;
     }
 }

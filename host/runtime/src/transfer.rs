@@ -221,6 +221,31 @@ impl w::Host for HostState {
             .map_err(err))
     }
 
+    async fn boot_check(
+        &mut self,
+        site: String,
+        path: String,
+        format: String,
+        marker: String,
+        timeout_ms: u32,
+    ) -> R<w::BootReport> {
+        let t = match self
+            .writing("boot-check")
+            .and_then(|()| self.transfer("boot-check"))
+        {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        let timeout = std::time::Duration::from_millis(u64::from(timeout_ms));
+        Ok(t.boot_check(&site, &path, &format, &marker, timeout)
+            .await
+            .map(|r| w::BootReport {
+                line: r.line,
+                seconds: r.seconds,
+            })
+            .map_err(err))
+    }
+
     async fn restore(&mut self, request: w::RestoreRequest) -> R<w::RestoreResult> {
         let t = match self
             .writing("restore")

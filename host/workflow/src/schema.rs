@@ -202,7 +202,7 @@ fn plugin() -> Value {
                         "additionalProperties": { "enum": ["read", "write"] }
                     },
                     "vault": {
-                        "description": "The workflow's vault: `read` (list points) or `write` (also ship, seal and restore).",
+                        "description": "The workflow's vault: `read` (list points, restore them) or `write` (also ship and seal).",
                         "enum": ["read", "write"]
                     }
                 }

@@ -266,3 +266,30 @@ pub fn restore(
         })
         .map_err(err)
 }
+
+/// What a boot check saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootReport {
+    /// The health line the guest printed.
+    pub line: String,
+    /// Seconds from power-on to the health line.
+    pub seconds: f64,
+}
+
+/// Boot a disk image of a site in the recovery lab (QEMU, no network, the
+/// image never modified) and wait for a console line starting with `marker`
+/// (apply only). `format`: raw, vhd, vhdx, vmdk or qcow2.
+pub fn boot_check(
+    site: &str,
+    path: &str,
+    format: &str,
+    marker: &str,
+    timeout_ms: u32,
+) -> Result<BootReport, StepError> {
+    w::boot_check(site, path, format, marker, timeout_ms)
+        .map(|r| BootReport {
+            line: r.line,
+            seconds: r.seconds,
+        })
+        .map_err(err)
+}
