@@ -786,9 +786,7 @@ impl Checker<'_> {
         let t = self.template(node)?;
         let mut ok = true;
         for r in t.refs() {
-            let Some(target) = r.path.first() else {
-                continue;
-            };
+            let target = r.path.first().map(String::as_str).unwrap_or("");
             match r.root.as_str() {
                 "inputs" if !inputs.contains_key(target) => {
                     self.undefined(
