@@ -307,3 +307,92 @@ fn a_plugin_built_against_contract_0_1_0_still_runs() {
         .unwrap();
     assert!(inspect.status.success(), "{}", text(&inspect));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_into_an_azure_blob_site_makes_a_page_blob() {
+    let az = common::azurite::Azurite::start();
+    let d = lab();
+    let url = az.container_url("recovery");
+    let wf = d.path().join("blob.yaml");
+    std::fs::write(
+        &wf,
+        format!(
+            r#"name: blob
+secrets:
+  storage_key: {{ env: TEST_STORAGE_KEY }}
+sites:
+  src: {{ path: ./src }}
+  azure: {{ url: "{url}", key: storage_key }}
+vault:
+  url: ./vault
+plugins:
+  kit:
+    source: {kit}
+    grants: {{ sites: {{ src: read, azure: write }}, vault: write }}
+steps:
+  - id: ship
+    uses: kit/transfer
+    with: {{ op: ship, args: {{ vm: vm1, disk: disk0, site: src, path: vm1/disk0.qcow2 }} }}
+  - id: seal
+    uses: kit/transfer
+    with: {{ op: seal, args: {{ vm: vm1, staged: ["${{{{ steps.ship.outputs.result.staged }}}}"] }} }}
+  - id: restore
+    uses: kit/transfer
+    with:
+      op: restore
+      args: {{ vm: vm1, point: "${{{{ steps.seal.outputs.result.id }}}}", disk: disk0, site: azure, path: vhds/vm1-disk0.vhd, format: vhd }}
+  - id: note
+    uses: kit/transfer
+    needs: [restore]
+    with: {{ op: write-file, args: {{ site: azure, path: deployments/vm1.json, contents: "{{}}" }} }}
+  - id: list
+    uses: kit/transfer
+    needs: [note]
+    with: {{ op: list-dir, args: {{ site: azure, path: . }} }}
+"#,
+            kit = testkit_wasm().display()
+        ),
+    )
+    .unwrap();
+    let out = lifeboat()
+        .env("LIFEBOAT_VAULT_KEY", KEY)
+        .env("TEST_STORAGE_KEY", common::azurite::KEY)
+        .args(["run", "--state-dir"])
+        .arg(d.path().join("state"))
+        .arg(&wf)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains(r#"result = ["deployments/","vhds/"]"#), "{t}");
+    assert!(
+        !t.contains(common::azurite::KEY),
+        "the storage key leaked:\n{t}"
+    );
+    // the page blob, downloaded, is the source disk as a fixed VHD
+    let c =
+        lifeboat_caps::azblob::AzBlob::new(&url, common::azurite::ACCOUNT, common::azurite::KEY)
+            .unwrap();
+    let props = c.properties("vhds/vm1-disk0.vhd").await.unwrap().unwrap();
+    assert_eq!(props.blob_type, lifeboat_caps::azblob::BlobType::Page);
+    assert_eq!(
+        props.size % (1 << 20),
+        512,
+        "fixed VHD: 1 MiB multiple + footer"
+    );
+    let back = d.path().join("back.vhd");
+    c.download_to_file("vhds/vm1-disk0.vhd", &back)
+        .await
+        .unwrap();
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "vpc"])
+        .arg(d.path().join("src/vm1/disk0.qcow2"))
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+}

@@ -190,7 +190,8 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
             ),
         )
     };
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "missing-vmx",
             Box::new(|| std::fs::remove_file(vm.join("web01.vmx")).unwrap()),

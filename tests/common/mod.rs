@@ -213,3 +213,4 @@ fn handle(mut conn: TcpStream, counts: &Mutex<HashMap<String, u32>>, state: &Mut
         body.len()
     );
 }
+pub mod azurite;

@@ -9,6 +9,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod azblob;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -90,17 +91,73 @@ struct VaultSlot {
     vault: OnceCell<Vault>,
 }
 
+/// Where a site is.
+#[derive(Clone)]
+pub enum SiteSpec {
+    /// A folder (resolved against the workflow's folder).
+    Folder(PathBuf),
+    /// An Azure Blob container, with the storage account key.
+    Azblob { url: String, key: String },
+}
+
+impl std::fmt::Debug for SiteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SiteSpec::Folder(p) => write!(f, "Folder({})", p.display()),
+            SiteSpec::Azblob { url, .. } => write!(f, "Azblob({url}, key redacted)"),
+        }
+    }
+}
+
+/// A site ready to use.
+#[derive(Debug)]
+enum Site {
+    Folder(PathBuf),
+    /// The client, or why it could not be made (reported when the site is used).
+    Blob(Result<azblob::AzBlob, String>),
+}
+
+/// The account of a container URL: `https://ACCOUNT.blob.…/C` or Azurite's
+/// path style `http://HOST:PORT/ACCOUNT/C`.
+fn account_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?;
+    if let Some((acct, _)) = host.split_once(".blob.") {
+        return Some(acct.to_string());
+    }
+    u.path_segments()?
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// Sites and vault of one workflow run.
 #[derive(Debug, Clone, Default)]
 pub struct Capabilities {
-    sites: Arc<IndexMap<String, PathBuf>>,
+    sites: Arc<IndexMap<String, Site>>,
     vault: Option<Arc<VaultSlot>>,
 }
 
 impl Capabilities {
-    /// `sites`: name → folder (already resolved against the workflow's folder).
-    /// Sites are checked when used, so a plan can show a site still to be made.
-    pub fn new(sites: IndexMap<String, PathBuf>, vault: Option<(String, KeySource)>) -> Self {
+    /// `sites`: name → where. Sites are checked when used, so a plan can show
+    /// a site still to be made.
+    pub fn new(sites: IndexMap<String, SiteSpec>, vault: Option<(String, KeySource)>) -> Self {
+        let sites = sites
+            .into_iter()
+            .map(|(name, spec)| {
+                let site = match spec {
+                    SiteSpec::Folder(p) => Site::Folder(p),
+                    SiteSpec::Azblob { url, key } => Site::Blob(match account_of(&url) {
+                        Some(acct) => azblob::AzBlob::new(&url, &acct, &key)
+                            .map_err(|e| e.to_string()),
+                        None => Err(format!(
+                            "{url} is not an Azure Blob container URL (https://ACCOUNT.blob.core.windows.net/CONTAINER)"
+                        )),
+                    }),
+                };
+                (name, site)
+            })
+            .collect();
         Capabilities {
             sites: Arc::new(sites),
             vault: vault.map(|(url, key)| {
@@ -187,32 +244,74 @@ fn clean_rel(path: &str) -> Result<PathBuf, StepError> {
 }
 
 impl PluginCaps {
-    fn site_root(&self, site: &str, need: Access) -> Result<PathBuf, StepError> {
-        let Some(granted) = self.sites.get(site) else {
-            return Err(step_err(
+    fn site_kind(&self, site: &str) -> Result<&Site, StepError> {
+        self.caps.sites.get(site).ok_or_else(|| {
+            step_err(
+                "not-found",
+                format!("the workflow declares no site `{site}`"),
+            )
+        })
+    }
+
+    /// The granted site, folder or blob.
+    fn granted(&self, site: &str, need: Access) -> Result<&Site, StepError> {
+        match self.sites.get(site) {
+            None => Err(step_err(
                 "not-granted",
                 format!(
                     "plugin `{}` is not granted site `{site}`; add it to the plugin's `grants.sites` ({site}: {})",
                     self.plugin,
                     need.as_str()
                 ),
-            ));
-        };
-        if *granted < need {
-            return Err(step_err(
+            )),
+            Some(g) if *g < need => Err(step_err(
                 "not-granted",
                 format!(
                     "plugin `{}` may only read site `{site}`; grant `{site}: write` to let it write there",
                     self.plugin
                 ),
-            ));
+            )),
+            Some(_) => self.site_kind(site),
         }
-        let root = self.caps.sites.get(site).ok_or_else(|| {
-            step_err(
-                "not-found",
-                format!("the workflow declares no site `{site}`"),
-            )
-        })?;
+    }
+
+    /// A blob site's client and the blob name for `path`; `None` for a folder site.
+    fn blob(
+        &self,
+        site: &str,
+        path: &str,
+        need: Access,
+    ) -> Result<Option<(&azblob::AzBlob, String)>, StepError> {
+        match self.granted(site, need)? {
+            Site::Folder(_) => Ok(None),
+            Site::Blob(Err(e)) => Err(step_err("invalid-input", format!("site `{site}`: {e}"))),
+            Site::Blob(Ok(c)) => {
+                let rel = clean_rel(path)?;
+                let name = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if name.is_empty() {
+                    return Err(step_err("invalid-input", "an empty path names no blob"));
+                }
+                Ok(Some((c, name)))
+            }
+        }
+    }
+
+    fn site_root(&self, site: &str, need: Access) -> Result<PathBuf, StepError> {
+        let root = match self.granted(site, need)? {
+            Site::Folder(p) => p,
+            Site::Blob(_) => {
+                return Err(step_err(
+                    "unsupported",
+                    format!(
+                        "site `{site}` is an Azure Blob container; this call works on folder sites only"
+                    ),
+                ));
+            }
+        };
         if !root.is_dir() {
             return Err(step_err(
                 "not-found",
@@ -330,6 +429,53 @@ impl PluginCaps {
     }
 }
 
+fn blob_err(site: &str, path: &str, e: azblob::BlobError) -> StepError {
+    let code = match e.status() {
+        Some(404) => "not-found",
+        Some(401 | 403) => "denied",
+        Some(s) if s >= 500 => "unavailable",
+        None => "unavailable",
+        _ => "io",
+    };
+    StepError {
+        code: code.into(),
+        message: format!("{site}:{path}: {e}"),
+        retryable: code == "unavailable",
+    }
+}
+
+/// A file of a site on the local disk: the file itself for a folder site, a
+/// downloaded copy (removed when dropped) for a blob site.
+struct Local {
+    path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl PluginCaps {
+    async fn local(&self, site: &str, path: &str, need: Access) -> Result<Local, StepError> {
+        match self.blob(site, path, need)? {
+            None => Ok(Local {
+                path: self.existing(site, path, need)?,
+                _tmp: None,
+            }),
+            Some((c, name)) => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("lifeboat-blob-")
+                    .tempdir()
+                    .map_err(|e| step_err("io", format!("temporary folder: {e}")))?;
+                let file = tmp.path().join("blob");
+                c.download_to_file(&name, &file)
+                    .await
+                    .map_err(|e| blob_err(site, path, e))?;
+                Ok(Local {
+                    path: file,
+                    _tmp: Some(tmp),
+                })
+            }
+        }
+    }
+}
+
 fn point_info(m: &lifeboat_vault::Manifest) -> PointInfo {
     PointInfo {
         id: m.id.clone(),
@@ -409,8 +555,9 @@ impl Transfer for PluginCaps {
     ) -> Fut<'a, BootReport> {
         Box::pin(async move {
             let fmt = lab_format(format)?;
-            let disk = self.existing(site, path, Access::Read)?;
-            let mut opts = lifeboat_lab::BootOptions::new(disk, fmt).with_timeout(timeout);
+            let disk = self.local(site, path, Access::Read).await?;
+            let mut opts =
+                lifeboat_lab::BootOptions::new(disk.path.clone(), fmt).with_timeout(timeout);
             if !marker.is_empty() {
                 opts.marker = marker.to_string();
             }
@@ -433,7 +580,32 @@ impl Transfer for PluginCaps {
 
     fn read_file<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, String> {
         Box::pin(async move {
-            let p = self.existing(site, path, Access::Read)?;
+            if let Some((c, name)) = self.blob(site, path, Access::Read)? {
+                match c
+                    .properties(&name)
+                    .await
+                    .map_err(|e| blob_err(site, path, e))?
+                {
+                    None => {
+                        return Err(step_err(
+                            "not-found",
+                            format!("site `{site}` has no {path:?}"),
+                        ));
+                    }
+                    Some(p) if p.size > MAX_READ_FILE => {
+                        return Err(step_err(
+                            "too-large",
+                            format!(
+                                "{site}:{path} is {} bytes; read-file returns at most {MAX_READ_FILE}",
+                                p.size
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            let local = self.local(site, path, Access::Read).await?;
+            let p = local.path.clone();
             let label = format!("{site}:{path}");
             blocking(move || {
                 let meta = std::fs::metadata(&p)
@@ -461,6 +633,27 @@ impl Transfer for PluginCaps {
 
     fn list_dir<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<String>> {
         Box::pin(async move {
+            if let Site::Blob(_) = self.granted(site, Access::Read)? {
+                let (c, prefix) = match self.blob(site, &format!("{path}/x"), Access::Read)? {
+                    Some((c, n)) => (c, n.trim_end_matches('x').to_string()),
+                    None => return Err(step_err("internal", "site kind changed")),
+                };
+                let prefix = if prefix == "/" { String::new() } else { prefix };
+                let mut names: Vec<String> = c
+                    .list(&prefix)
+                    .await
+                    .map_err(|e| blob_err(site, path, e))?
+                    .iter()
+                    .filter_map(|n| n.strip_prefix(&prefix))
+                    .map(|rest| match rest.split_once('/') {
+                        Some((dir, _)) => format!("{dir}/"),
+                        None => rest.to_string(),
+                    })
+                    .collect();
+                names.sort();
+                names.dedup();
+                return Ok(names);
+            }
             let p = self.existing(site, path, Access::Read)?;
             let label = format!("{site}:{path}");
             blocking(move || {
@@ -483,6 +676,20 @@ impl Transfer for PluginCaps {
 
     fn write_file<'a>(&'a self, site: &'a str, path: &'a str, contents: String) -> Fut<'a, ()> {
         Box::pin(async move {
+            if let Some((c, name)) = self.blob(site, path, Access::Write)? {
+                c.create_container_if_missing()
+                    .await
+                    .map_err(|e| blob_err(site, path, e))?;
+                let ty = if name.ends_with(".json") {
+                    "application/json"
+                } else {
+                    "text/plain"
+                };
+                return c
+                    .upload_block_blob(&name, contents.into_bytes(), ty)
+                    .await
+                    .map_err(|e| blob_err(site, path, e));
+            }
             let p = self.writable(site, path)?;
             let label = format!("{site}:{path}");
             blocking(move || {
@@ -497,7 +704,8 @@ impl Transfer for PluginCaps {
 
     fn inspect_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, DiskInfo> {
         Box::pin(async move {
-            let p = self.existing(site, path, Access::Read)?;
+            let local = self.local(site, path, Access::Read).await?;
+            let p = local.path.clone();
             let label = format!("{site}:{path}");
             blocking(move || {
                 let mut r = lifeboat_disk::open(&p).map_err(|e| disk_err(&label, e))?;
@@ -513,12 +721,14 @@ impl Transfer for PluginCaps {
                 })
             })
             .await
+            .inspect(|_| drop(local))
         })
     }
 
     fn allocated_extents<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<Extent>> {
         Box::pin(async move {
-            let p = self.existing(site, path, Access::Read)?;
+            let local = self.local(site, path, Access::Read).await?;
+            let p = local.path.clone();
             let label = format!("{site}:{path}");
             blocking(move || {
                 let mut r = lifeboat_disk::open(&p).map_err(|e| disk_err(&label, e))?;
@@ -534,6 +744,7 @@ impl Transfer for PluginCaps {
                     .collect())
             })
             .await
+            .inspect(|_| drop(local))
         })
     }
 
@@ -552,7 +763,7 @@ impl Transfer for PluginCaps {
     fn ship(&self, req: ShipRequest) -> Fut<'_, ShipResult> {
         Box::pin(async move {
             let v = self.vault(Access::Write, "ship").await?;
-            let source = self.existing(&req.site, &req.path, Access::Read)?;
+            let source = self.local(&req.site, &req.path, Access::Read).await?;
             let changed = match req.changes {
                 Changes::Full => ChangedSource::Full,
                 Changes::Extents(l) => ChangedSource::List(
@@ -580,7 +791,8 @@ impl Transfer for PluginCaps {
                 }
                 Changes::Bitmap(name) => ChangedSource::Bitmap { name },
             };
-            let mut sr = lifeboat_vault::ShipRequest::new(&req.vm, &req.disk, source, changed);
+            let mut sr =
+                lifeboat_vault::ShipRequest::new(&req.vm, &req.disk, source.path.clone(), changed);
             sr.stage = true;
             let r = v.ship(sr).await.map_err(vault_err)?;
             tracing::info!(
@@ -631,6 +843,40 @@ impl Transfer for PluginCaps {
         Box::pin(async move {
             let format = write_format(&req.format)?;
             let v = self.vault(Access::Read, "restore").await?;
+            if let Some((c, name)) = self.blob(&req.site, &req.path, Access::Write)? {
+                if format != WriteFormat::VhdFixed {
+                    return Err(step_err(
+                        "invalid-input",
+                        format!(
+                            "site `{}` is an Azure Blob container: disks go there as fixed VHD page blobs (format `vhd`), not {:?}",
+                            req.site, req.format
+                        ),
+                    ));
+                }
+                let tmp = tempfile::Builder::new()
+                    .prefix("lifeboat-restore-")
+                    .tempdir()
+                    .map_err(|e| step_err("io", format!("temporary folder: {e}")))?;
+                let file = tmp.path().join("disk.vhd");
+                let r = v
+                    .restore_disk(Some(&req.vm), &req.point, &req.disk, &file, format)
+                    .await
+                    .map_err(vault_err)?;
+                c.create_container_if_missing()
+                    .await
+                    .map_err(|e| blob_err(&req.site, &req.path, e))?;
+                let up = c
+                    .upload_page_blob(&name, &file)
+                    .await
+                    .map_err(|e| blob_err(&req.site, &req.path, e))?;
+                tracing::info!(plugin = %self.plugin, site = %req.site, blob = %name, size = up.size, bytes_sent = up.bytes_sent, "page blob uploaded");
+                return Ok(RestoreResult {
+                    point: r.point,
+                    virtual_size: r.virtual_size,
+                    file_size: up.size,
+                    bytes_written: up.bytes_sent,
+                });
+            }
             let out = self.writable(&req.site, &req.path)?;
             // written beside the target, then renamed: a re-run never sees half an image
             let mut tmp = out.clone().into_os_string();

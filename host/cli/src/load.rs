@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use indexmap::IndexMap;
-use lifeboat_caps::{Access as CapAccess, Capabilities, KeySource};
+use lifeboat_caps::{Access as CapAccess, Capabilities, KeySource, SiteSpec};
 use lifeboat_contract::{self as contract, PluginInfo, StepInfo};
 use lifeboat_plan::{
-    CallFailure, GrantsRef, LimitsRef, Plan, PlanSetup, PluginCalls, PluginRef, VaultRef,
+    CallFailure, GrantsRef, LimitsRef, Plan, PlanSetup, PluginCalls, PluginRef, SiteRef, VaultRef,
 };
 use lifeboat_runtime::{HostPattern, Plugin, Policy, Runtime, RuntimeConfig};
 use lifeboat_workflow::{Catalog, PluginSource, SourceFile, Workflow};
@@ -234,13 +234,29 @@ impl Loaded {
     /// interface), from the sites and vault as the plan shows them.
     pub fn attach_capabilities(
         &mut self,
-        sites: &IndexMap<String, String>,
+        sites: &IndexMap<String, SiteRef>,
         vault: Option<&VaultRef>,
     ) -> Result<(), Failure> {
-        let resolved: IndexMap<String, PathBuf> = sites
-            .iter()
-            .map(|(k, p)| (k.clone(), self.base.join(p)))
-            .collect();
+        let mut resolved: IndexMap<String, SiteSpec> = IndexMap::new();
+        for (k, s) in sites {
+            let spec = match s {
+                SiteRef::Folder(p) => SiteSpec::Folder(self.base.join(p)),
+                SiteRef::Azblob { url, key } => {
+                    let name = key.strip_prefix("secret ").unwrap_or(key);
+                    let secrets = self.secrets()?;
+                    let value = secrets.get(name).cloned().ok_or_else(|| {
+                        Failure::Invalid(format!(
+                            "error: the key of site `{k}` is secret `{name}`, which is not set"
+                        ))
+                    })?;
+                    SiteSpec::Azblob {
+                        url: url.clone(),
+                        key: value,
+                    }
+                }
+            };
+            resolved.insert(k.clone(), spec);
+        }
         let vault = match (vault, &self.workflow.vault) {
             (Some(v), Some(decl)) => {
                 let key = match &decl.key {

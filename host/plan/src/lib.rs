@@ -92,15 +92,33 @@ pub struct Plan {
     /// Declared secrets: names and where they come from, never values.
     pub secrets: IndexMap<String, String>,
     pub plugins: IndexMap<String, PluginRef>,
-    /// Declared sites: name → folder (as written, inputs and vars substituted;
-    /// relative folders are relative to the workflow file).
+    /// Declared sites (inputs and vars substituted; relative folders are
+    /// relative to the workflow file).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub sites: IndexMap<String, String>,
+    pub sites: IndexMap<String, SiteRef>,
     /// The vault, if declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultRef>,
     pub steps: Vec<PlannedStep>,
     pub summary: Summary,
+}
+
+/// A site as planned: a folder, or an Azure Blob container and where its key
+/// comes from (never the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteRef {
+    Folder(String),
+    Azblob { url: String, key: String },
+}
+
+impl std::fmt::Display for SiteRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SiteRef::Folder(p) => write!(f, "{p}"),
+            SiteRef::Azblob { url, key } => write!(f, "{url} (Azure Blob; key from {key})"),
+        }
+    }
 }
 
 /// The workflow's vault as planned: where, and where its key comes from (never the key).
@@ -657,13 +675,13 @@ pub async fn make_plan<P: PluginCalls>(
     })
 }
 
-/// Sites (name → folder) and vault of a workflow with inputs and vars
-/// substituted, as the plan shows them.
+/// Sites and vault of a workflow with inputs and vars substituted, as the
+/// plan shows them.
 pub fn sites_and_vault(
     wf: &Workflow,
     inputs: &IndexMap<String, Value>,
     secrets: &IndexMap<String, String>,
-) -> Result<(IndexMap<String, String>, Option<VaultRef>), PlanError> {
+) -> Result<(IndexMap<String, SiteRef>, Option<VaultRef>), PlanError> {
     let vars = scope::eval_vars(wf, inputs, secrets)?;
     eval_setup(wf, inputs, &vars, secrets)
 }
@@ -674,7 +692,7 @@ fn eval_setup(
     inputs: &IndexMap<String, Value>,
     vars: &IndexMap<String, lifeboat_workflow::Val>,
     secrets: &IndexMap<String, String>,
-) -> Result<(IndexMap<String, String>, Option<VaultRef>), PlanError> {
+) -> Result<(IndexMap<String, SiteRef>, Option<VaultRef>), PlanError> {
     let none = StepOutputs::default();
     let scope = WorkflowScope::new(inputs, vars, secrets, &none);
     let text = |what: String, t: &lifeboat_workflow::Template| -> Result<String, PlanError> {
@@ -696,7 +714,15 @@ fn eval_setup(
     };
     let mut sites = IndexMap::new();
     for (name, d) in &wf.sites {
-        sites.insert(name.clone(), text(format!("sites.{name}.path"), &d.path)?);
+        let site = match (&d.path, &d.url) {
+            (Some(p), _) => SiteRef::Folder(text(format!("sites.{name}.path"), p)?),
+            (None, Some(u)) => SiteRef::Azblob {
+                url: text(format!("sites.{name}.url"), u)?,
+                key: format!("secret {}", d.key.as_deref().unwrap_or("?")),
+            },
+            (None, None) => continue,
+        };
+        sites.insert(name.clone(), site);
     }
     let vault = match &wf.vault {
         None => None,

@@ -58,8 +58,8 @@ pub fn render_text(plan: &Plan) -> String {
     }
     if !plan.sites.is_empty() {
         let _ = writeln!(o, "\nSites:");
-        for (k, path) in &plan.sites {
-            let _ = writeln!(o, "  {k}: {path}");
+        for (k, site) in &plan.sites {
+            let _ = writeln!(o, "  {k}: {site}");
         }
     }
     if let Some(v) = &plan.vault {

@@ -38,13 +38,19 @@ pub struct Workflow {
     pub steps: Vec<Step>,
 }
 
-/// A site (`sites:`): a folder holding a platform's files, e.g. a VMware VM's
-/// `.vmx` and VMDKs, or a storage account laid out as folders.
+/// A site (`sites:`): a folder holding a platform's files (a VMware VM's
+/// `.vmx` and VMDKs, a storage account laid out as folders), or an Azure Blob
+/// Storage container. Exactly one of `path` and `url` is set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteDecl {
     /// The folder; relative paths are relative to the workflow file. May use
     /// `${{ inputs.NAME }}` and `${{ vars.NAME }}`.
-    pub path: Template,
+    pub path: Option<Template>,
+    /// An Azure Blob container URL (`https://ACCOUNT.blob.core.windows.net/CONTAINER`,
+    /// or Azurite's `http://127.0.0.1:PORT/ACCOUNT/CONTAINER`). May use inputs and vars.
+    pub url: Option<Template>,
+    /// The declared secret holding the storage account key (with `url`).
+    pub key: Option<String>,
     pub doc: String,
 }
 

@@ -37,7 +37,7 @@ pub(crate) const INPUT_FIELDS: &[&str] = &["type", "required", "default", "doc"]
 pub(crate) const SECRET_FIELDS: &[&str] = &["env"];
 pub(crate) const PLUGIN_FIELDS: &[&str] = &["source", "grants", "limits"];
 pub(crate) const GRANT_FIELDS: &[&str] = &["http", "secrets", "sites", "vault"];
-pub(crate) const SITE_FIELDS: &[&str] = &["path", "doc"];
+pub(crate) const SITE_FIELDS: &[&str] = &["path", "url", "key", "doc"];
 pub(crate) const VAULT_FIELDS: &[&str] = &["url", "key", "key_file"];
 pub(crate) const ACCESS_NAMES: &[&str] = &["read", "write"];
 pub(crate) const LIMIT_FIELDS: &[&str] = &["memory", "timeout"];
@@ -431,7 +431,7 @@ impl Checker<'_> {
             .unwrap_or_default();
         let sites = f
             .get("sites")
-            .map(|n| self.sites(n, &inputs, &vars))
+            .map(|n| self.sites(n, &inputs, &vars, &secrets))
             .unwrap_or_default();
         let vault = f
             .get("vault")
@@ -822,9 +822,10 @@ impl Checker<'_> {
         node: &Node,
         inputs: &IndexMap<String, InputDecl>,
         vars: &IndexMap<String, Template>,
+        secrets: &IndexMap<String, SecretDecl>,
     ) -> IndexMap<String, SiteDecl> {
         let mut out = IndexMap::new();
-        let help = "declare sites as `NAME: { path: FOLDER }`";
+        let help = "declare sites as `NAME: { path: FOLDER }` or `NAME: { url: CONTAINER_URL, key: SECRET }`";
         for (name, k, v) in self.map_entries(node, "`sites`", help) {
             if !units::is_step_id(name) {
                 let d = self.sink.error(
@@ -839,35 +840,93 @@ impl Checker<'_> {
             let what = format!("site `{name}`");
             // A broken declaration still declares the name, so grants of it
             // are not reported as undefined too.
-            let broken = SiteDecl {
-                path: Template::Literal(Value::Null),
+            let mut decl = SiteDecl {
+                path: None,
+                url: None,
+                key: None,
                 doc: String::new(),
             };
             let Some(f) = self.fields(v, &what, SITE_FIELDS, help) else {
-                out.insert(name.to_owned(), broken);
+                out.insert(name.to_owned(), decl);
                 continue;
             };
-            let doc = f
+            decl.doc = f
                 .get("doc")
                 .and_then(|n| self.string(n, &format!("`doc` of {what}"), "one line of text"))
                 .unwrap_or("")
                 .to_owned();
-            let path = self
-                .required(
-                    &f,
-                    v,
-                    "path",
-                    &what,
-                    "give the site's folder: `path: ./lab/site-a` (relative to the workflow file)",
-                )
-                .and_then(|p| self.setup_template(p, &format!("`path` of {what}"), inputs, vars));
-            out.insert(
-                name.to_owned(),
-                SiteDecl {
-                    path: path.unwrap_or(broken.path),
-                    doc,
-                },
-            );
+            match (f.get("path"), f.get("url")) {
+                (Some(_), Some(u)) => {
+                    let d = self.sink.error(
+                        "conflicting-fields",
+                        u.span,
+                        format!("{what} has both `path` and `url`"),
+                        "one of the two",
+                    );
+                    d.set_help("a site is a folder (`path:`) or an Azure Blob container (`url:` with `key:`), not both");
+                }
+                (None, None) => {
+                    let d = self.sink.error(
+                        "missing-field",
+                        k.span,
+                        format!("{what} has no `path` and no `url`"),
+                        "`path` or `url` is required",
+                    );
+                    d.set_help("give the site's folder: `path: ./lab/site-a` (relative to the workflow file), or an Azure Blob container: `url: https://ACCOUNT.blob.core.windows.net/CONTAINER` with `key: SECRET`");
+                }
+                (Some(p), None) => {
+                    decl.path = self.setup_template(p, &format!("`path` of {what}"), inputs, vars);
+                    if let Some(kn) = f.key("key") {
+                        let d = self.sink.error(
+                            "unknown-field",
+                            kn.span,
+                            format!("`key` of {what} only applies to Azure Blob sites (`url:`)"),
+                            "not for a folder",
+                        );
+                        d.set_help("drop `key:`; a folder site needs no key");
+                    }
+                }
+                (None, Some(u)) => {
+                    decl.url = self.setup_template(u, &format!("`url` of {what}"), inputs, vars);
+                    match f.get("key") {
+                        None => {
+                            let d = self.sink.error(
+                                "missing-field",
+                                u.span,
+                                format!("{what} is an Azure Blob container but has no `key`"),
+                                "needs `key`",
+                            );
+                            d.set_help("name the secret holding the storage account key: `key: STORAGE_KEY` (declared under `secrets:`)");
+                        }
+                        Some(kn) => {
+                            if let Some(s) = self.string(
+                                kn,
+                                &format!("`key` of {what}"),
+                                "name a declared secret",
+                            ) {
+                                if secrets.contains_key(s) {
+                                    decl.key = Some(s.to_owned());
+                                } else {
+                                    let known: Vec<&str> =
+                                        secrets.keys().map(String::as_str).collect();
+                                    let d = self.sink.error(
+                                        "undefined-secret",
+                                        kn.span,
+                                        format!("the key of {what} is secret `{s}`, which is not declared"),
+                                        "no such secret",
+                                    );
+                                    d.set_help(if known.is_empty() {
+                                        format!("declare it under `secrets:`, e.g. `{s}: {{ env: AZURE_STORAGE_KEY }}`")
+                                    } else {
+                                        suggest::help(s, "declared secrets", &known)
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            out.insert(name.to_owned(), decl);
         }
         out
     }

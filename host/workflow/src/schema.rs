@@ -57,17 +57,28 @@ pub fn json_schema() -> Value {
                 "additionalProperties": { "$ref": "#/definitions/plugin" }
             },
             "sites": {
-                "description": "Named folders holding a platform's files (a VMware VM's `.vmx` and VMDKs, a storage account laid out as folders); plugins use them when granted.",
+                "description": "Named places plugins work on when granted: folders holding a platform's files (a VMware VM's `.vmx` and VMDKs, a storage account laid out as folders) or Azure Blob Storage containers.",
                 "type": ["object", "null"],
                 "propertyNames": { "$ref": "#/definitions/stepId" },
                 "additionalProperties": {
                     "type": "object",
                     "additionalProperties": false,
-                    "required": ["path"],
+                    "oneOf": [
+                        { "required": ["path"], "not": { "anyOf": [{ "required": ["url"] }, { "required": ["key"] }] } },
+                        { "required": ["url", "key"], "not": { "required": ["path"] } }
+                    ],
                     "properties": {
                         "path": {
-                            "description": "The folder, relative to the workflow file; may use `${{ inputs.NAME }}` and `${{ vars.NAME }}`.",
+                            "description": "A folder, relative to the workflow file; may use `${{ inputs.NAME }}` and `${{ vars.NAME }}`.",
                             "type": "string"
+                        },
+                        "url": {
+                            "description": "An Azure Blob container: `https://ACCOUNT.blob.core.windows.net/CONTAINER` (Azurite: `http://127.0.0.1:PORT/ACCOUNT/CONTAINER`); may use inputs and vars.",
+                            "type": "string"
+                        },
+                        "key": {
+                            "description": "With `url`: the declared secret holding the storage account key.",
+                            "$ref": "#/definitions/identifier"
                         },
                         "doc": { "description": "What the site is.", "type": "string" }
                     }
