@@ -11,6 +11,8 @@ use crate::StepError;
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
+    /// Response headers, names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -18,6 +20,14 @@ impl Response {
     /// The body as text (lossy).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -34,6 +44,17 @@ pub fn post(url: &str, body: &[u8]) -> Result<Response, StepError> {
 /// Any method. Errors are `unavailable` (retryable) when the network failed
 /// and `denied` when the sandbox refused the destination.
 pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepError> {
+    send(method, url, &[], body)
+}
+
+/// Any method, with request headers (e.g. `content-type`, `authorization`).
+/// Header values are never logged by the host.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, StepError> {
     let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
         (Scheme::Https, r)
     } else if let Some(r) = url.strip_prefix("http://") {
@@ -56,7 +77,13 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepErr
         "PATCH" => Method::Patch,
         other => Method::Other(other.to_string()),
     };
-    let req = OutgoingRequest::new(Fields::new());
+    let fields = Fields::new();
+    for (k, v) in headers {
+        fields
+            .append(&k.to_ascii_lowercase(), &v.as_bytes().to_vec())
+            .map_err(|e| StepError::invalid_input(format!("header `{k}` rejected: {e:?}")))?;
+    }
+    let req = OutgoingRequest::new(fields);
     let bad = |what: &str| StepError::invalid_input(format!("{what} of `{url}` rejected"));
     req.set_method(&method).map_err(|_| bad("method"))?;
     req.set_scheme(Some(&scheme)).map_err(|_| bad("scheme"))?;
@@ -94,6 +121,17 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepErr
         }
     };
     let status = resp.status();
+    let headers = resp
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect();
     let incoming = resp
         .consume()
         .map_err(|_| StepError::new("internal", "response body taken twice"))?;
@@ -108,7 +146,11 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> Result<Response, StepErr
             Err(e) => return Err(StepError::retryable("unavailable", format!("{url}: {e:?}"))),
         }
     }
-    Ok(Response { status, body: data })
+    Ok(Response {
+        status,
+        headers,
+        body: data,
+    })
 }
 
 fn response_error(
