@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PLUGINS: &[(&str, &str)] = &[
     ("demo", "lifeboat-plugin-demo"),
     ("vmware", "lifeboat-plugin-vmware"),
+    ("azure", "lifeboat-plugin-azure"),
 ];
 
 fn main() {

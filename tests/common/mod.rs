@@ -61,7 +61,8 @@ pub fn transcript(out: &Output) -> String {
 
 /// The one insta configuration: snapshots in tests/snapshots, and the
 /// things that must vary (run ids, temp paths, plugin digests that change
-/// with the compiler) redacted the same way everywhere.
+/// with the compiler, recovery point ids and times) redacted the same way
+/// everywhere.
 pub fn insta_settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.set_snapshot_path(root().join("tests").join("snapshots"));
@@ -76,6 +77,13 @@ pub fn insta_settings() -> insta::Settings {
     s.add_filter(r"\(digest [0-9a-f]{12}\)", "(digest [PLUGIN])");
     s.add_filter(r#""digest": "[0-9a-f]{64}""#, r#""digest": "[DIGEST]""#);
     s.add_filter(r"digest: [0-9a-f]{64}", "digest: [DIGEST]");
+    // recovery points: ids derive from random staged-disk ids, and the time
+    // a point was sealed (RFC 3339)
+    s.add_filter(r"\b[0-9a-f]{16}\b", "[POINT]");
+    s.add_filter(
+        r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})",
+        "[TIME]",
+    );
     s
 }
 

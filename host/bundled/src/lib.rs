@@ -17,6 +17,10 @@ pub const ALL: &[Bundled] = &[
         name: "vmware",
         wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_VMWARE")),
     },
+    Bundled {
+        name: "azure",
+        wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_AZURE")),
+    },
 ];
 
 /// The bundled plugin called `name`.

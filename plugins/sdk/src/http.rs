@@ -80,7 +80,7 @@ pub fn send(
     let fields = Fields::new();
     for (k, v) in headers {
         fields
-            .append(&k.to_ascii_lowercase(), &v.as_bytes().to_vec())
+            .append(&k.to_ascii_lowercase(), v.as_bytes())
             .map_err(|e| StepError::invalid_input(format!("header `{k}` rejected: {e:?}")))?;
     }
     let req = OutgoingRequest::new(fields);
