@@ -78,6 +78,18 @@ pub struct Disk {
     /// Image format as the host detected it.
     pub format: String,
     pub size_bytes: u64,
+    /// vCenter mode: the disk's device key (`QueryChangedDiskAreas` asks by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<i32>,
+    /// vCenter mode: the backing file as vCenter names it, `[DATASTORE] folder/file.vmdk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore_path: Option<String>,
+    /// vCenter mode: the changed-block tracking id of the disk's state, when
+    /// vCenter reports one. In a recovery point's `meta` it is the id read
+    /// just before the point's VMware snapshot was taken, so that the next
+    /// capture asks `QueryChangedDiskAreas` for everything changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
 }
 
 /// A network adapter of the VM.
@@ -104,6 +116,20 @@ pub struct VmConfig {
     pub guest_os: String,
     pub disks: Vec<Disk>,
     pub nics: Vec<Nic>,
+    /// Set when the VM was discovered through vCenter rather than a `.vmx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcenter: Option<VcenterFacts>,
+}
+
+/// What vCenter said about the VM, beyond what a recovery needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcenterFacts {
+    /// The SDK endpoint the VM was read from (`https://vc.example.com/sdk`).
+    pub url: String,
+    /// The VM's managed object id, e.g. `vm-42`.
+    pub moref: String,
+    /// Whether changed-block tracking was on (`config.changeTrackingEnabled`).
+    pub change_tracking: bool,
 }
 
 /// A disk as the `.vmx` names it (before the host inspected it).
@@ -218,6 +244,7 @@ pub fn read(vmx: &Vmx) -> Result<(VmConfig, Vec<DiskRef>), VmxError> {
             guest_os: vmx.get("guestos").unwrap_or("other").to_string(),
             disks: Vec::new(),
             nics,
+            vcenter: None,
         },
         disks,
     ))
