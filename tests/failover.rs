@@ -17,27 +17,13 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::{lifeboat, root};
+use common::{lifeboat, ok, root, text};
 use serde_json::Value;
 
 const REPLICATE: &str = "workflows/vmware-to-azure/replicate.yaml";
 const FAILOVER: &str = "workflows/vmware-to-azure/failover.yaml";
 const SUB: &str = "6a1c2f0e-4b7d-4f3a-9c2e-1d5b8e7f0a11";
 const MIB: u64 = 1 << 20;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &Output) -> String {
-    let t = text(o);
-    assert!(o.status.success(), "{t}");
-    t
-}
 
 fn demo_init(lab: &Path) {
     ok(&lifeboat().args(["demo", "init"]).arg(lab).output().unwrap());

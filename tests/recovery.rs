@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::{lifeboat, root};
+use common::{lifeboat, ok, root, sh};
 
 const SETUP_HINT: &str =
     "run `sudo bash tests/lab/setup-qemu.sh` to install QEMU and the lab tools";
@@ -33,25 +33,6 @@ fn lab_script(script: &str, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn ok(o: &Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{t}");
-    t
 }
 
 fn output<'a>(run: &'a str, name: &str) -> &'a str {

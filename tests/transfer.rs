@@ -12,18 +12,9 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{lifeboat, testkit_wasm};
+use common::{lifeboat, sh, testkit_wasm, text};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A lab: `src/` with a qcow2 disk, `dst/`, an initialised vault.
 fn lab() -> tempfile::TempDir {
@@ -74,14 +65,6 @@ fn run(dir: &Path, name: &str, body: &str) -> Output {
         .arg(&wf)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{lifeboat, root};
+use common::{lifeboat, ok, root};
 
 const WF: &str = "workflows/vmware-to-azure/replicate-vcenter.yaml";
 const USER: &str = "lifeboat";
@@ -301,16 +301,6 @@ fn dechunk(mut data: &str) -> String {
 
 // ---------------------------------------------------------------------------
 // The lab: a vault and its key (`lifeboat demo init`), and the datastore site
-
-fn ok(o: &Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{t}");
-    t
-}
 
 fn tool(cmd: &str, args: &[&str]) {
     let o = Command::new(cmd)

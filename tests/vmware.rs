@@ -11,19 +11,9 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{lifeboat, root};
+use common::{lifeboat, ok, root};
 
 const WF: &str = "workflows/vmware-to-azure/replicate.yaml";
-
-fn ok(o: &Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{t}");
-    t
-}
 
 fn replicate(lab: &Path, state: &Path) -> Output {
     lifeboat()

@@ -46,6 +46,35 @@ pub fn testkit_wasm() -> PathBuf {
     .clone()
 }
 
+/// stdout then stderr of a finished command.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// [`text`], asserting the command succeeded (the text is the failure message).
+pub fn ok(o: &Output) -> String {
+    let t = text(o);
+    assert!(o.status.success(), "{t}");
+    t
+}
+
+/// Run a tool (qemu-img, qemu-io, …) and assert it succeeded.
+pub fn sh(cmd: &mut std::process::Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Exit code, stdout and stderr in one text, for snapshots.
 pub fn transcript(out: &Output) -> String {
     format!(
