@@ -251,3 +251,4 @@ fn handle(mut conn: TcpStream, counts: &Mutex<HashMap<String, u32>>, state: &Mut
     );
 }
 pub mod azurite;
+pub mod vcsim;

@@ -222,6 +222,24 @@ fn disk_err(path: &str, e: lifeboat_disk::DiskError) -> StepError {
     step_err("bad-disk", format!("{path}: {e}"))
 }
 
+/// `p` with symlinks resolved; `code` names the error when it cannot be.
+fn canonical(p: &Path, site: &str, code: &str) -> Result<PathBuf, StepError> {
+    p.canonicalize()
+        .map_err(|e| step_err(code, format!("site `{site}`: {e}")))
+}
+
+/// `real` (canonical) when it lies inside the site's canonical root, else `denied`.
+fn inside(real_root: &Path, real: PathBuf, site: &str, path: &str) -> Result<PathBuf, StepError> {
+    if real.starts_with(real_root) {
+        Ok(real)
+    } else {
+        Err(step_err(
+            "denied",
+            format!("{path:?} in site `{site}` leads outside the site"),
+        ))
+    }
+}
+
 /// A relative path with only normal components.
 fn clean_rel(path: &str) -> Result<PathBuf, StepError> {
     let p = Path::new(path);
@@ -327,20 +345,12 @@ impl PluginCaps {
     /// An existing path inside a site (symlinks resolved and checked).
     fn existing(&self, site: &str, path: &str, need: Access) -> Result<PathBuf, StepError> {
         let root = self.site_root(site, need)?;
+        let real_root = canonical(&root, site, "not-found")?;
         let full = root.join(clean_rel(path)?);
         let real = full
             .canonicalize()
             .map_err(|e| step_err("not-found", format!("site `{site}` has no {path:?}: {e}")))?;
-        let real_root = root
-            .canonicalize()
-            .map_err(|e| step_err("not-found", format!("site `{site}`: {e}")))?;
-        if !real.starts_with(&real_root) {
-            return Err(step_err(
-                "denied",
-                format!("{path:?} in site `{site}` leads outside the site"),
-            ));
-        }
-        Ok(real)
+        inside(&real_root, real, site, path)
     }
 
     /// A path to create inside a site granted write (parents created).
@@ -352,39 +362,21 @@ impl PluginCaps {
         }
         let full = root.join(&rel);
         let parent = full.parent().unwrap_or(&root).to_path_buf();
-        let real_root = root
-            .canonicalize()
-            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
+        let real_root = canonical(&root, site, "io")?;
         // before creating folders: the deepest existing ancestor must be inside
         // the site (a symlink in the path could lead out of it)
         let mut existing = parent.as_path();
         while !existing.exists() {
             existing = existing.parent().unwrap_or(&root);
         }
-        let real_existing = existing
-            .canonicalize()
-            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
-        if !real_existing.starts_with(&real_root) {
-            return Err(step_err(
-                "denied",
-                format!("{path:?} in site `{site}` leads outside the site"),
-            ));
-        }
+        inside(&real_root, canonical(existing, site, "io")?, site, path)?;
         std::fs::create_dir_all(&parent).map_err(|e| {
             step_err(
                 "io",
                 format!("site `{site}`: creating {}: {e}", parent.display()),
             )
         })?;
-        let real_parent = parent
-            .canonicalize()
-            .map_err(|e| step_err("io", format!("site `{site}`: {e}")))?;
-        if !real_parent.starts_with(&real_root) {
-            return Err(step_err(
-                "denied",
-                format!("{path:?} in site `{site}` leads outside the site"),
-            ));
-        }
+        let real_parent = inside(&real_root, canonical(&parent, site, "io")?, site, path)?;
         match full.file_name() {
             Some(n) => Ok(real_parent.join(n)),
             None => Err(step_err("invalid-input", format!("{path:?} names no file"))),

@@ -6,12 +6,8 @@
 //! Go and govmomi's simulator library, which `build.sh` installs with apt-get
 //! (as root) when they are missing.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use lifeboat_vmware_api::{Client, MoRef, Response, Transport, VmwareError};
@@ -25,139 +21,24 @@ const WRONG_PASSWORD: &str = "Wr0ng-Passw0rd-77";
 // ---------------------------------------------------------------------------
 // vcsim
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+#[path = "../../../tests/common/vcsim.rs"]
+mod vcsim;
+use vcsim::Vcsim;
+
+fn start() -> Vcsim {
+    Vcsim::start(USER, PASSWORD)
 }
 
-/// Builds vcsim once per test binary (a no-op when it is up to date) and
-/// returns its path, or panics saying why it cannot be had.
-fn vcsim_binary() -> &'static Path {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = BINARY.get_or_init(|| {
-        let script = repo_root().join("tests/lab/vcsim/build.sh");
-        let go = match Command::new("go").arg("version").output() {
-            Ok(out) if out.status.success() => {
-                String::from_utf8_lossy(&out.stdout).trim().to_owned()
-            }
-            _ => "not installed".to_owned(),
-        };
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}); Go: {go}.\n\
-                 vcsim needs Go and govmomi's simulator library (Debian: golang-go, \
-                 golang-github-vmware-govmomi-dev); build.sh installs them with apt-get \
-                 when run as root.\n--- build.sh stderr ---\n{}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = stdout
-            .lines()
-            .last()
-            .map(|l| PathBuf::from(l.trim()))
-            .ok_or_else(|| format!("{} printed no binary path", script.display()))?;
-        if !path.is_file() {
-            return Err(format!(
-                "{} said {} but there is no such file",
-                script.display(),
-                path.display()
-            ));
-        }
-        Ok(path)
-    });
-    match built {
-        Ok(path) => path,
-        Err(why) => panic!("vcsim is not available, so the vCenter tests cannot run:\n{why}"),
-    }
+fn client(sim: &Vcsim) -> Client<Http> {
+    Client::new(Http, sim.url.clone())
 }
 
-/// A running vcsim; stopped by its PID on drop (so also when a test panics).
-struct Vcsim {
-    child: Child,
-    url: String,
-}
-
-impl Vcsim {
-    fn start() -> Vcsim {
-        let binary = vcsim_binary();
-        let mut child = Command::new(binary)
-            .args(["-username", USER, "-password", PASSWORD])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("vcsim's standard output was not captured");
-        };
-        // From here on the guard stops the process whatever happens.
-        let mut sim = Vcsim {
-            child,
-            url: String::new(),
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            // Keep draining so vcsim never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(Ok(line))) => line,
-            Ok(_) => panic!(
-                "vcsim ({}) exited before printing its URL",
-                binary.display()
-            ),
-            Err(_) => panic!("vcsim did not print its URL within 60 s"),
-        };
-        assert!(
-            first.starts_with("http://127.0.0.1:") && first.ends_with("/sdk"),
-            "unexpected first line from vcsim: {first:?}"
-        );
-        sim.url = first;
-        sim
+fn logged_in(sim: &Vcsim) -> Client<Http> {
+    let mut vc = client(sim);
+    if let Err(e) = vc.login(USER, PASSWORD) {
+        panic!("login with the right password failed: {e}");
     }
-
-    fn client(&self) -> Client<Http> {
-        Client::new(Http, self.url.clone())
-    }
-
-    fn logged_in(&self) -> Client<Http> {
-        let mut vc = self.client();
-        if let Err(e) = vc.login(USER, PASSWORD) {
-            panic!("login with the right password failed: {e}");
-        }
-        vc
-    }
-}
-
-impl Drop for Vcsim {
-    fn drop(&mut self) {
-        let pid = self.child.id();
-        // SIGTERM first: vcsim then removes its temporary datastore folders.
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    vc
 }
 
 // ---------------------------------------------------------------------------
@@ -282,8 +163,8 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
 
 #[test]
 fn login_accepts_only_the_right_password() {
-    let sim = Vcsim::start();
-    let mut vc = sim.client();
+    let sim = start();
+    let mut vc = client(&sim);
 
     let content = vc.retrieve_service_content().unwrap();
     assert_eq!(content.api_type, "VirtualCenter");
@@ -330,8 +211,8 @@ fn login_accepts_only_the_right_password() {
 
 #[test]
 fn finds_vms_by_name() {
-    let sim = Vcsim::start();
-    let mut vc = sim.logged_in();
+    let sim = start();
+    let mut vc = logged_in(&sim);
 
     let vm = vc.find_vm("DC0_H0_VM0").unwrap();
     assert_eq!(vm.kind, "VirtualMachine");
@@ -357,8 +238,8 @@ fn finds_vms_by_name() {
 
 #[test]
 fn reads_the_inventory_of_a_vm() {
-    let sim = Vcsim::start();
-    let mut vc = sim.logged_in();
+    let sim = start();
+    let mut vc = logged_in(&sim);
     let vm = vc.find_vm("DC0_H0_VM0").unwrap();
     let inv = vc.vm_inventory(&vm).unwrap();
 
@@ -394,8 +275,8 @@ fn reads_the_inventory_of_a_vm() {
 
 #[test]
 fn change_tracking_and_snapshots() {
-    let sim = Vcsim::start();
-    let mut vc = sim.logged_in();
+    let sim = start();
+    let mut vc = logged_in(&sim);
     let vm = vc.find_vm("DC0_H0_VM1").unwrap();
     assert!(!vc.vm_inventory(&vm).unwrap().change_tracking);
 
