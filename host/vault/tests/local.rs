@@ -369,7 +369,7 @@ async fn staged_disks_seal_into_one_multi_disk_point() {
     let m2 = vault
         .seal(
             "vm1",
-            &[inc.point.clone()],
+            std::slice::from_ref(&inc.point),
             lifeboat_vault::Consistency::Crash,
             None,
         )
