@@ -1,15 +1,181 @@
 //! Storage backends on opendal: a local folder (default), S3 and Azure Blob.
+//!
+//! A local folder also has a direct path (plain `std::fs`, see [`Local`]) for reading and
+//! writing objects: the data path then costs a few vectored `write`s (or one `pread`)
+//! per object instead of a buffered copy and a blocking-pool round trip per part. Listing,
+//! stat and delete stay on opendal. Both paths use the same layout: an object is written
+//! to `.tmp/`, fsynced, then renamed into place.
 
-use std::sync::Once;
+use std::io::{IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
 
 use opendal::Operator;
 
 use crate::error::{Result, VaultError};
 
+/// How durable a written object must be when the write returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// No fsync: the object only matters while this process lives (locks).
+    Volatile,
+    /// The object's data is on stable storage before it appears under its name (packs,
+    /// index files): a crash leaves the old state or the whole object, never a torn one.
+    Data,
+    /// As `Data`, and the directory entry is synced too, so the object is there after a
+    /// crash (manifests, config). On journaling file systems this also commits every
+    /// rename done before it (the packs and index files the manifest needs).
+    Named,
+}
+
 /// Thin wrapper over an opendal [`Operator`] that maps errors to [`VaultError`].
 #[derive(Clone, Debug)]
 pub(crate) struct Backend {
     op: Operator,
+    local: Option<Arc<Local>>,
+}
+
+/// The direct path to a local folder vault.
+#[derive(Debug)]
+pub(crate) struct Local {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+fn local_err(op: &'static str, path: &str, e: std::io::Error) -> VaultError {
+    VaultError::Backend {
+        op,
+        path: path.to_string(),
+        source: Box::new(opendal::raw::new_std_io_error(e)),
+    }
+}
+
+impl Local {
+    fn abs(&self, path: &str) -> Result<PathBuf> {
+        let rel = Path::new(path.trim_start_matches('/'));
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(VaultError::Internal(format!("bad object path {path:?}")));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    /// Reads a whole object.
+    pub(crate) fn read(&self, path: &str) -> Result<Vec<u8>> {
+        std::fs::read(self.abs(path)?).map_err(|e| local_err("read", path, e))
+    }
+
+    /// Opens an object for ranged reads ([`Local::read_at`]).
+    pub(crate) fn open(&self, path: &str) -> Result<std::fs::File> {
+        std::fs::File::open(self.abs(path)?).map_err(|e| local_err("read", path, e))
+    }
+
+    /// Fills `buf` from `offset` of an open object; a short object is corrupt.
+    pub(crate) fn read_at(
+        file: &std::fs::File,
+        path: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                VaultError::corrupt(
+                    path,
+                    format!("short read: {} bytes at offset {offset}", buf.len()),
+                )
+            } else {
+                local_err("read", path, e)
+            }
+        })
+    }
+
+    /// Writes an object from `parts` (vectored writes, no copy): to `.tmp/`, synced as
+    /// `durability` asks, then renamed into place.
+    pub(crate) fn write(&self, path: &str, parts: &[&[u8]], durability: Durability) -> Result<()> {
+        let target = self.abs(path)?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let tmp = self
+            .tmp
+            .join(format!("{name}.{}", crate::crypto::random_hex(8)?));
+        let r = (|| -> std::io::Result<()> {
+            let mut f = match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&self.tmp)?;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)?
+                }
+                r => r?,
+            };
+            write_all_vectored(&mut f, parts)?;
+            if durability != Durability::Volatile {
+                f.sync_data()?;
+            }
+            drop(f);
+            match std::fs::rename(&tmp, &target) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(dir) = target.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::rename(&tmp, &target)?;
+                }
+                r => r?,
+            }
+            if durability == Durability::Named
+                && let Some(dir) = target.parent()
+            {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        r.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            local_err("write", path, e)
+        })
+    }
+}
+
+/// Bytes per `writev` call: on ext4 one 16 MiB call costs about 60 % more kernel time
+/// than the same bytes in calls of a few blobs each (measured; see the bench README).
+const WRITE_CALL: usize = 128 << 10;
+
+fn write_all_vectored(f: &mut std::fs::File, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < parts.len() {
+        // a group of whole parts of about WRITE_CALL bytes (at least one part)
+        let mut j = i + 1;
+        let mut bytes = parts[i].len();
+        while let Some(p) = parts.get(j) {
+            if bytes + p.len() > WRITE_CALL || j - i >= 64 {
+                break;
+            }
+            bytes += p.len();
+            j += 1;
+        }
+        let mut slices: Vec<IoSlice<'_>> = parts[i..j].iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match f.write_vectored(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        i = j;
+    }
+    Ok(())
 }
 
 fn install_tls_and_transport() {
@@ -41,6 +207,7 @@ impl Backend {
     ///   `AZURE_STORAGE_KEY`; the endpoint defaults to `https://ACCOUNT.blob.core.windows.net`.
     pub(crate) fn open(url: &str) -> Result<Backend> {
         install_tls_and_transport();
+        let mut local = None;
         let op = if url.starts_with("s3://") || url.starts_with("azblob://") {
             let u = url::Url::parse(url).map_err(|e| url_err(url, e.to_string()))?;
             let bucket = u
@@ -113,13 +280,27 @@ impl Backend {
             let b = opendal::services::Fs::default()
                 .root(&root)
                 .atomic_write_dir(&tmp.to_string_lossy());
+            local = Some(Arc::new(Local {
+                root: abs.clone(),
+                tmp: tmp.clone(),
+            }));
             Operator::new(b).map_err(|e| url_err(url, e.to_string()))?
         };
         let op = op.layer(opendal::layers::RetryLayer::new().with_max_times(4));
-        Ok(Backend { op })
+        Ok(Backend { op, local })
+    }
+
+    /// The direct path, for a local folder vault.
+    pub(crate) fn local(&self) -> Option<&Arc<Local>> {
+        self.local.as_ref()
     }
 
     pub(crate) async fn read(&self, path: &str) -> Result<Vec<u8>> {
+        if let Some(l) = &self.local {
+            let l = l.clone();
+            let path = path.to_string();
+            return blocking(move || l.read(&path)).await;
+        }
         self.op
             .read(path)
             .await
@@ -132,6 +313,18 @@ impl Backend {
     }
 
     pub(crate) async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if let Some(l) = &self.local {
+            let l = l.clone();
+            let path = path.to_string();
+            return blocking(move || {
+                let n = usize::try_from(len)
+                    .map_err(|_| VaultError::corrupt(&path, "range too large"))?;
+                let mut buf = vec![0u8; n];
+                Local::read_at(&l.open(&path)?, &path, offset, &mut buf)?;
+                Ok(buf)
+            })
+            .await;
+        }
         let buf = self
             .op
             .read_with(path)
@@ -154,7 +347,22 @@ impl Backend {
         Ok(buf.to_vec())
     }
 
+    /// Writes a whole object, durable (and named) when this returns.
     pub(crate) async fn write(&self, path: &str, data: Vec<u8>) -> Result<()> {
+        self.write_with(path, data, Durability::Named).await
+    }
+
+    pub(crate) async fn write_with(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        durability: Durability,
+    ) -> Result<()> {
+        if let Some(l) = &self.local {
+            let l = l.clone();
+            let path = path.to_string();
+            return blocking(move || l.write(&path, &[&data], durability)).await;
+        }
         self.op
             .write(path, data)
             .await
@@ -166,9 +374,24 @@ impl Backend {
             })
     }
 
-    pub(crate) async fn write_parts(&self, path: &str, parts: Vec<bytes::Bytes>) -> Result<()> {
+    /// Writes a pack from its parts; its data is durable when this returns.
+    pub(crate) async fn write_pack(&self, path: &str, parts: Vec<Vec<u8>>) -> Result<()> {
+        if let Some(l) = &self.local {
+            let l = l.clone();
+            let path = path.to_string();
+            return blocking(move || {
+                let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+                l.write(&path, &slices, Durability::Data)
+            })
+            .await;
+        }
+        self.write_remote(path, parts).await
+    }
+
+    async fn write_remote(&self, path: &str, parts: Vec<Vec<u8>>) -> Result<()> {
+        let buf: Vec<bytes::Bytes> = parts.into_iter().map(bytes::Bytes::from).collect();
         self.op
-            .write(path, opendal::Buffer::from(parts))
+            .write(path, opendal::Buffer::from(buf))
             .await
             .map(|_| ())
             .map_err(|source| VaultError::Backend {
@@ -178,7 +401,36 @@ impl Backend {
             })
     }
 
+    /// Writes a pack from a plain (non-runtime) thread: directly for a local folder
+    /// (and then hands the parts back for reuse), through `rt` otherwise.
+    pub(crate) fn write_pack_blocking(
+        &self,
+        rt: &tokio::runtime::Handle,
+        path: &str,
+        parts: Vec<Vec<u8>>,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        match &self.local {
+            Some(l) => {
+                let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+                l.write(path, &slices, Durability::Data)?;
+                Ok(Some(parts))
+            }
+            None => {
+                rt.block_on(self.write_remote(path, parts))?;
+                Ok(None)
+            }
+        }
+    }
+
     pub(crate) async fn exists(&self, path: &str) -> Result<bool> {
+        if let Some(l) = &self.local {
+            let p = l.abs(path)?;
+            return match std::fs::symlink_metadata(&p) {
+                Ok(m) => Ok(!m.is_dir()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(local_err("stat", path, e)),
+            };
+        }
         self.op
             .exists(path)
             .await
@@ -233,4 +485,10 @@ impl Backend {
         out.sort();
         Ok(out)
     }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VaultError::Internal(format!("storage task: {e}")))?
 }

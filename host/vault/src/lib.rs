@@ -19,6 +19,7 @@ mod pack;
 mod prune;
 mod restore;
 mod ship;
+mod timing;
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub use prune::PruneReport;
 pub use restore::RestoreReport;
 pub use ship::{ChangedSource, Progress, ProgressFn, ShipReport, ShipRequest};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Durability};
 use crate::crypto::{Crypto, NonceGen};
 use crate::error::Result;
 use crate::format::{
@@ -432,9 +433,21 @@ impl Inner {
         self.crypto.open(path, aad, &env)
     }
 
+    /// Encrypts and writes an object, durable and named when this returns.
     pub(crate) async fn write_sealed(&self, path: &str, aad: &[u8], plain: &[u8]) -> Result<()> {
+        self.write_sealed_with(path, aad, plain, Durability::Named)
+            .await
+    }
+
+    pub(crate) async fn write_sealed_with(
+        &self,
+        path: &str,
+        aad: &[u8],
+        plain: &[u8],
+        durability: Durability,
+    ) -> Result<()> {
         let env = self.crypto.seal(&mut NonceGen::new()?, aad, plain)?;
-        self.backend.write(path, env).await
+        self.backend.write_with(path, env, durability).await
     }
 
     /// Loads and merges every index file.
@@ -450,10 +463,16 @@ impl Inner {
         Ok(idx)
     }
 
-    /// Writes one index file listing `packs`; returns its name.
-    pub(crate) async fn write_index(&self, packs: &[PackRecord]) -> Result<String> {
+    /// Writes one index file listing `packs`; returns its name. A ship's index files
+    /// need only be synced (the manifest's directory sync names them); prune's new index
+    /// is named before the old ones are deleted.
+    pub(crate) async fn write_index(
+        &self,
+        packs: &[PackRecord],
+        durability: Durability,
+    ) -> Result<String> {
         let name = format!("index/{}", crypto::random_hex(16)?);
-        self.write_sealed(&name, AAD_INDEX, &encode_index(packs))
+        self.write_sealed_with(&name, AAD_INDEX, &encode_index(packs), durability)
             .await?;
         Ok(name)
     }

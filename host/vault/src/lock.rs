@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Inner;
+use crate::backend::Durability;
 use crate::error::{Result, VaultError};
 use crate::format::lock_aad;
 
@@ -76,7 +77,10 @@ pub(crate) async fn read_lock(inner: &Inner, path: &str) -> Result<LockInfo> {
 async fn write_lock(inner: &Inner, path: &str, info: &LockInfo) -> Result<()> {
     let id = path.trim_start_matches("locks/");
     let plain = serde_json::to_vec(info).map_err(|e| VaultError::Internal(e.to_string()))?;
-    inner.write_sealed(path, &lock_aad(id), &plain).await
+    // a lock only matters while its process lives: no fsync
+    inner
+        .write_sealed_with(path, &lock_aad(id), &plain, Durability::Volatile)
+        .await
 }
 
 pub(crate) async fn acquire(inner: &Arc<Inner>, exclusive: bool) -> Result<LockGuard> {

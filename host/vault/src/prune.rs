@@ -159,24 +159,26 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
             let env = bytes
                 .get(a..a + b.stored_len as usize)
                 .ok_or_else(|| VaultError::corrupt(&path, "blob beyond the end of the pack"))?;
-            if let Some((parts, r)) =
+            if let Some((data, r)) =
                 packer.add(&inner.crypto, b.kind, b.id, env.to_vec(), b.raw_len)?
             {
-                inner.backend.write_parts(&pack_path(&r.id), parts).await?;
+                inner.backend.write_pack(&pack_path(&r.id), data).await?;
                 written.push(r);
             }
         }
         rep.packs_repacked += 1;
     }
-    if let Some((parts, r)) = packer.finish(&inner.crypto)? {
-        inner.backend.write_parts(&pack_path(&r.id), parts).await?;
+    if let Some((data, r)) = packer.finish(&inner.crypto)? {
+        inner.backend.write_pack(&pack_path(&r.id), data).await?;
         written.push(r);
     }
     rep.packs_written = written.len();
     rep.bytes_after += written.iter().map(|r| r.size).sum::<u64>();
     let mut all_recs = keep_recs;
     all_recs.extend(written);
-    let new_index = inner.write_index(&all_recs).await?;
+    let new_index = inner
+        .write_index(&all_recs, crate::backend::Durability::Named)
+        .await?;
     for f in &index_files {
         if *f != new_index {
             inner.backend.delete(f).await?;

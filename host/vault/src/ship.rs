@@ -2,14 +2,17 @@
 //! a recovery point — all stages in parallel with bounded memory.
 //!
 //! ```text
-//! reader ──jobs──► N workers ──results──► collector (tables) ─┐
-//!   (one disk)      zero check, keyed        fills tables,     │ table blobs
-//!                   BLAKE3, dedup, zstd,     finishes them ────┤
-//!                   AES-GCM ──── chunk blobs ──────────────────┴─► packer ──packs──► 2 uploaders
-//!                                                                                  (pack, then index)
+//!  N workers (one per core) ──results──► collector (tables) ─┐
+//!   each: read 256 KiB of the      fills tables,             │ table blobs
+//!   source (own reader), zero      finishes them ────────────┤
+//!   check, keyed BLAKE3, dedup,                              ▼
+//!   zstd, AES-GCM ──────────── chunk blobs ────────────► packer ──packs──► 4 uploaders
+//!                                                                        (pack, then index)
 //! ```
-//! Memory: a fixed pool of chunk buffers, bounded channels, and at most a few packs in
-//! flight, whatever the disk size; tables (16384 slots) are held only while being filled.
+//! Memory: per-worker read buffers, bounded channels, and at most a few packs in flight,
+//! whatever the disk size; tables (16384 slots) are held only while being filled. Blob
+//! buffers are not copied into packs: a local folder writes a pack's blobs with
+//! vectored writes, and the buffers then go back to the workers.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +22,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::backend::Durability;
 use crate::error::{Result, VaultError};
 use crate::extents::{Action, Extent, ExtentKind, plan_chunks, qcow2_dirty_extents};
 use crate::format::{
@@ -27,6 +31,7 @@ use crate::format::{
     staged_path,
 };
 use crate::pack::{BlobEncoder, FinishedPack, Packer};
+use crate::timing::Timing;
 use crate::{Inner, Vault, lock};
 
 /// Where the changed extents of a ship come from.
@@ -171,9 +176,13 @@ enum Mode {
 
 async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
     let t0 = Instant::now();
+    let phases = Timing::new("ship phases");
+    let mut watch = phases.watch();
     let inner = vault.inner.clone();
     let index = Arc::new(inner.load_index().await?);
+    watch.lap("load index");
     let mans = inner.manifests(Some(&req.vm)).await?;
+    watch.lap("read manifests");
     let latest = mans
         .iter()
         .rev()
@@ -220,6 +229,7 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         .await
         .map_err(|e| VaultError::Internal(format!("ship pipeline: {e}")))??
     };
+    watch.lap("pipeline");
     let cfg = &inner.config;
     let id = crate::crypto::random_hex(8)?;
     let manifest = Manifest {
@@ -267,6 +277,9 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
             .write_sealed(&point_path(&id), &point_aad(&id), &plain)
             .await?;
     }
+    watch.lap("write manifest");
+    drop(watch);
+    phases.report();
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(ShipReport {
         point: id,
@@ -302,13 +315,36 @@ struct PipeOut {
     data_bytes: u64,
 }
 
-/// Up to [`JOB_CHUNKS`] consecutive chunks read with one call.
-struct Job {
-    slot: u64,
-    buf: Vec<u8>,
-    len: usize,
+/// Chunks read with one call (256 KiB at 64 KiB chunks: small enough to stay in the
+/// worker's L2 cache until they are hashed and compressed).
+const JOB_CHUNKS: u64 = 4;
+
+/// Hands out the planned reads in plan order, up to [`JOB_CHUNKS`] chunks at a time.
+struct Jobs<'a> {
+    plan: &'a [(u64, u64, Action)],
+    /// Current plan entry, and the next slot to read in it (`None`: its start).
+    i: usize,
+    at: Option<u64>,
 }
-const JOB_CHUNKS: u64 = 16;
+
+impl Jobs<'_> {
+    /// The next read: first slot and number of slots.
+    fn next(&mut self) -> Option<(u64, u64)> {
+        loop {
+            let &(s, e, a) = self.plan.get(self.i)?;
+            let from = self.at.unwrap_or(s);
+            if a != Action::Read || from >= e {
+                self.i += 1;
+                self.at = None;
+                continue;
+            }
+            let n = JOB_CHUNKS.min(e - from);
+            self.at = Some(from + n);
+            return Some((from, n));
+        }
+    }
+}
+
 struct Done {
     slot: u64,
     id: Id,
@@ -332,12 +368,22 @@ pub(crate) fn is_zero(b: &[u8]) -> bool {
 }
 
 /// First error wins; everyone else stops.
-struct Failure {
+pub(crate) struct Failure {
     cancel: AtomicBool,
     first: Mutex<Option<VaultError>>,
 }
 impl Failure {
-    fn set(&self, e: VaultError) {
+    pub(crate) fn new() -> Failure {
+        Failure {
+            cancel: AtomicBool::new(false),
+            first: Mutex::new(None),
+        }
+    }
+    /// The first error, if any.
+    pub(crate) fn take(&self) -> Option<VaultError> {
+        self.first.lock().ok().and_then(|mut f| f.take())
+    }
+    pub(crate) fn set(&self, e: VaultError) {
         if let Ok(mut f) = self.first.lock()
             && f.is_none()
         {
@@ -345,7 +391,7 @@ impl Failure {
         }
         self.cancel.store(true, Ordering::SeqCst);
     }
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
 }
@@ -439,19 +485,26 @@ fn pipeline(
         None => Vec::new(),
     };
 
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
-    let nbufs = workers * 4 + 2;
-    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(workers * 2);
-    let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(nbufs);
-    for _ in 0..nbufs {
-        let _ = pool_tx.send(vec![0u8; (cs * JOB_CHUNKS) as usize]);
+    let workers = crate::timing::workers();
+    // every worker reads its own jobs through its own reader: reads run in parallel,
+    // and a job's bytes are still in that core's cache when they are hashed and
+    // compressed (no reader thread handing buffers over)
+    let mut readers = vec![disk];
+    for _ in 1..workers {
+        readers.push(lifeboat_disk::open(source)?);
     }
-    let (res_tx, res_rx) = crossbeam_channel::bounded::<Vec<Done>>(workers * 4);
-    let (blob_tx, blob_rx) = crossbeam_channel::bounded::<Blob>(workers * 4);
-    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<FinishedPack>(2);
+    let jobs = Mutex::new(Jobs {
+        plan: &plan,
+        i: 0,
+        at: None,
+    });
+    // deep queues (a few MiB): a worker must not stall whenever the packer or the
+    // collector is not scheduled, which on a busy machine is most of the time
+    let (res_tx, res_rx) = crossbeam_channel::bounded::<Vec<Done>>(workers * 32);
+    let (blob_tx, blob_rx) = crossbeam_channel::bounded::<Blob>(workers * 64);
+    // blob buffers go back to the workers once their pack is stored
+    let (blob_free_tx, blob_free_rx) = crossbeam_channel::bounded::<Vec<u8>>(workers * 64 + 16);
+    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<FinishedPack>(1);
     let fail = Failure {
         cancel: AtomicBool::new(false),
         first: Mutex::new(None),
@@ -461,128 +514,109 @@ fn pipeline(
     let unindexed: Mutex<Vec<crate::format::PackRecord>> = Mutex::new(Vec::new());
     let crypto = &inner.crypto;
     let level = cfg.compression.level;
+    let timing = Timing::new("ship");
 
     let collected = std::thread::scope(|sc| {
-        // reader
-        {
-            let plan = &plan;
+        // workers: read, zero check, keyed BLAKE3, dedup, zstd, AES-GCM
+        for mut disk in readers {
+            let res_tx = res_tx.clone();
+            let blob_tx = blob_tx.clone();
+            let blob_free_rx = blob_free_rx.clone();
             let fail = &fail;
-            let job_tx = job_tx;
-            let pool_rx = pool_rx.clone();
+            let new_ids = &new_ids;
+            let jobs = &jobs;
+            let timing = &timing;
             sc.spawn(move || {
-                for &(s, e, a) in plan {
-                    if a != Action::Read {
-                        continue;
-                    }
-                    let mut slot = s;
-                    while slot < e {
+                let mut w = timing.watch();
+                let r = (|| -> Result<()> {
+                    let mut enc = BlobEncoder::new(level)?;
+                    let mut buf = vec![0u8; (cs * JOB_CHUNKS) as usize];
+                    loop {
                         if fail.cancelled() {
-                            return;
+                            return Ok(());
                         }
-                        let Ok(mut buf) = pool_rx.recv() else { return };
-                        let n = JOB_CHUNKS.min(e - slot);
-                        let len = ((slot + n) * cs).min(vs) - slot * cs;
-                        let len = len as usize;
-                        if let Err(e) = disk.read_at(slot * cs, &mut buf[..len]) {
-                            fail.set(e.into());
-                            return;
+                        let job = jobs.lock().ok().and_then(|mut j| j.next());
+                        let Some((slot, n)) = job else { return Ok(()) };
+                        let len = (((slot + n) * cs).min(vs) - slot * cs) as usize;
+                        w.lap("wait");
+                        disk.read_at(slot * cs, &mut buf[..len])?;
+                        w.lap("read");
+                        let mut done = Vec::with_capacity(n as usize);
+                        let (mut zero, mut dedup, mut new, mut nnew) = (0u64, 0u64, 0u64, 0u64);
+                        for (k, data) in buf[..len].chunks(cs as usize).enumerate() {
+                            let dlen = data.len() as u64;
+                            let id = if is_zero(data) {
+                                zero += dlen;
+                                ZERO_ID
+                            } else {
+                                let id = crypto.id(data);
+                                w.lap("hash");
+                                let fresh = !index.blobs.contains_key(&id)
+                                    && new_ids.lock().map(|mut s| s.insert(id)).unwrap_or(false);
+                                if fresh {
+                                    let mut env = blob_free_rx.try_recv().unwrap_or_default();
+                                    enc.encode_into(crypto, KIND_CHUNK, &id, data, &mut env)?;
+                                    w.lap("compress+encrypt");
+                                    new += dlen;
+                                    nnew += 1;
+                                    blob_tx
+                                        .send(Blob {
+                                            kind: KIND_CHUNK,
+                                            id,
+                                            env,
+                                            raw_len: data.len() as u32,
+                                        })
+                                        .map_err(|_| {
+                                            VaultError::Internal("packer stopped".into())
+                                        })?;
+                                    w.lap("wait");
+                                } else {
+                                    dedup += dlen;
+                                }
+                                id
+                            };
+                            done.push(Done {
+                                slot: slot + k as u64,
+                                id,
+                                len: dlen,
+                            });
                         }
                         stats.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
                         stats.chunks_read.fetch_add(n, Ordering::Relaxed);
-                        if job_tx.send(Job { slot, buf, len }).is_err() {
-                            return;
-                        }
-                        slot += n;
+                        stats.bytes_zero.fetch_add(zero, Ordering::Relaxed);
+                        stats.bytes_deduped.fetch_add(dedup, Ordering::Relaxed);
+                        stats.bytes_new.fetch_add(new, Ordering::Relaxed);
+                        stats.chunks_new.fetch_add(nnew, Ordering::Relaxed);
+                        res_tx
+                            .send(done)
+                            .map_err(|_| VaultError::Internal("collector stopped".into()))?;
+                        w.lap("wait");
                     }
-                }
-            });
-        }
-        // workers
-        for _ in 0..workers {
-            let job_rx = job_rx.clone();
-            let pool_tx = pool_tx.clone();
-            let res_tx = res_tx.clone();
-            let blob_tx = blob_tx.clone();
-            let fail = &fail;
-            let new_ids = &new_ids;
-            sc.spawn(move || {
-                let mut enc = match BlobEncoder::new(level) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        fail.set(e);
-                        for j in job_rx.iter() {
-                            let _ = pool_tx.send(j.buf);
-                        }
-                        return;
-                    }
-                };
-                for job in job_rx.iter() {
-                    let mut done = Vec::with_capacity(JOB_CHUNKS as usize);
-                    for (k, data) in job.buf[..job.len].chunks(cs as usize).enumerate() {
-                        if fail.cancelled() {
-                            break;
-                        }
-                        let r = (|| -> Result<Id> {
-                            if is_zero(data) {
-                                stats
-                                    .bytes_zero
-                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                                return Ok(ZERO_ID);
-                            }
-                            let id = crypto.id(data);
-                            let fresh = !index.blobs.contains_key(&id)
-                                && new_ids.lock().map(|mut s| s.insert(id)).unwrap_or(false);
-                            if fresh {
-                                let env = enc.encode(crypto, KIND_CHUNK, &id, data)?;
-                                stats
-                                    .bytes_new
-                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                                stats.chunks_new.fetch_add(1, Ordering::Relaxed);
-                                blob_tx
-                                    .send(Blob {
-                                        kind: KIND_CHUNK,
-                                        id,
-                                        env,
-                                        raw_len: data.len() as u32,
-                                    })
-                                    .map_err(|_| VaultError::Internal("packer stopped".into()))?;
-                            } else {
-                                stats
-                                    .bytes_deduped
-                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                            }
-                            Ok(id)
-                        })();
-                        match r {
-                            Ok(id) => done.push(Done {
-                                slot: job.slot + k as u64,
-                                id,
-                                len: data.len() as u64,
-                            }),
-                            Err(e) => fail.set(e),
-                        }
-                    }
-                    if !fail.cancelled() && res_tx.send(done).is_err() {
-                        fail.set(VaultError::Internal("collector stopped".into()));
-                    }
-                    let _ = pool_tx.send(job.buf);
+                })();
+                if let Err(e) = r {
+                    fail.set(e);
                 }
             });
         }
         drop(res_tx);
-        drop(job_rx);
-        drop(pool_rx);
+        drop(blob_free_rx);
         // packer
         {
             let fail = &fail;
+            let timing = &timing;
             sc.spawn(move || {
+                let mut w = timing.watch();
                 let r = (|| -> Result<()> {
                     let mut packer = Packer::new(cfg.pack_size as usize)?;
                     for b in blob_rx.iter() {
-                        if let Some(p) = packer.add(crypto, b.kind, b.id, b.env, b.raw_len)? {
+                        w.lap("packer wait");
+                        let p = packer.add(crypto, b.kind, b.id, b.env, b.raw_len)?;
+                        w.lap("pack");
+                        if let Some(p) = p {
                             pack_tx
                                 .send(p)
                                 .map_err(|_| VaultError::Internal("uploader stopped".into()))?;
+                            w.lap("packer wait");
                         }
                     }
                     if !fail.cancelled()
@@ -603,12 +637,27 @@ fn pipeline(
         // fsynced); several in flight so that storage latency overlaps with compute
         for _ in 0..UPLOADERS {
             let pack_rx = pack_rx.clone();
+            let blob_free_tx = blob_free_tx.clone();
             let fail = &fail;
             let unindexed = &unindexed;
+            let timing = &timing;
             sc.spawn(move || {
+                let mut w = timing.watch();
                 let r = (|| -> Result<()> {
                     for (parts, rec) in pack_rx.iter() {
-                        rt.block_on(inner.backend.write_parts(&pack_path(&rec.id), parts))?;
+                        w.lap("uploader wait");
+                        let back =
+                            inner
+                                .backend
+                                .write_pack_blocking(rt, &pack_path(&rec.id), parts)?;
+                        w.lap("store pack");
+                        // the blob buffers go back to the workers
+                        for mut b in back.into_iter().flatten() {
+                            b.clear();
+                            if blob_free_tx.try_send(b).is_err() {
+                                break;
+                            }
+                        }
                         stats.bytes_stored.fetch_add(rec.size, Ordering::Relaxed);
                         stats.packs.fetch_add(1, Ordering::Relaxed);
                         let batch = match unindexed.lock() {
@@ -625,7 +674,8 @@ fn pipeline(
                             }
                         };
                         if !batch.is_empty() {
-                            rt.block_on(inner.write_index(&batch))?;
+                            rt.block_on(inner.write_index(&batch, Durability::Data))?;
+                            w.lap("store index");
                         }
                     }
                     Ok(())
@@ -636,6 +686,7 @@ fn pipeline(
             });
         }
         drop(pack_rx);
+        drop(blob_free_tx);
 
         // collector (this thread)
         let r = (|| -> Result<(Vec<Id>, u64)> {
@@ -770,13 +821,14 @@ fn pipeline(
             ok => ok,
         }
     });
+    timing.report();
     // index what was stored, even after a failure: the next ship reuses it
     let rest = unindexed
         .lock()
         .map(|mut u| std::mem::take(&mut *u))
         .unwrap_or_default();
     if !rest.is_empty() {
-        let r = rt.block_on(inner.write_index(&rest));
+        let r = rt.block_on(inner.write_index(&rest, Durability::Data));
         if let Err(e) = r {
             fail.set(e);
         }
