@@ -2,8 +2,8 @@
 //! disk of a granted site into the workflow's vault, seals a point with the VM's
 //! configuration, and restores it into another site — checked with qemu-img.
 //! Also what the sandbox refuses: writing calls while planning, sites and vault
-//! not granted, read-only sites, paths leading out of a site. And a plugin built
-//! against contract 0.1.0 (kept in tests/fixtures) still runs on this host.
+//! not granted, read-only sites, paths leading out of a site. And plugins built
+//! against contracts 0.1.0 and 0.1.1 (kept in tests/fixtures) still run on this host.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,11 +52,16 @@ fn lab() -> tempfile::TempDir {
 }
 
 fn run(dir: &Path, name: &str, body: &str) -> Output {
+    run_with(dir, name, body, &testkit_wasm())
+}
+
+/// `run` with the plugin `KIT` stands for.
+fn run_with(dir: &Path, name: &str, body: &str, kit: &Path) -> Output {
     let wf = dir.join(format!("{name}.yaml"));
     let text = format!(
         "name: {name}\nsites:\n  src: {{ path: ./src }}\n  dst: {{ path: ./dst }}\nvault:\n  url: ./vault\n{body}",
     )
-    .replace("KIT", &testkit_wasm().display().to_string());
+    .replace("KIT", &kit.display().to_string());
     std::fs::write(&wf, text).unwrap();
     lifeboat()
         .env("LIFEBOAT_VAULT_KEY", KEY)
@@ -208,6 +213,30 @@ fn the_sandbox_refuses_what_was_not_granted() {
             "may only read site `src`",
         ),
         (
+            "prune-in-plan",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ vault: write }} }}\n{}",
+                step("prune", "plan", "{ vm: vm1, keep_last: 1 }")
+            ),
+            "denied: transfer.prune changes the world and is refused during plan",
+        ),
+        (
+            "prune-read-only",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ vault: read }} }}\n{}",
+                step("prune", "apply", "{ vm: vm1, keep_last: 1 }")
+            ),
+            "may only read the vault; prune needs `grants.vault: write`",
+        ),
+        (
+            "prune-keep-none",
+            format!(
+                "plugins:\n  kit: {{ source: KIT, grants: {{ vault: write }} }}\n{}",
+                step("prune", "apply", "{ vm: vm1, keep_last: 0 }")
+            ),
+            "keep-last must be at least 1",
+        ),
+        (
             "vault-read-only",
             format!(
                 "plugins:\n  kit: {{ source: KIT, grants: {{ sites: {{ src: read }}, vault: read }} }}\n{}",
@@ -289,6 +318,11 @@ fn a_plugin_built_against_contract_0_1_0_still_runs() {
         .output()
         .unwrap();
     assert!(inspect.status.success(), "{}", text(&inspect));
+    assert!(
+        text(&inspect).contains("contract: lifeboat:plugin@0.1.0 (this host implements 0.1.2)"),
+        "{}",
+        text(&inspect)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,4 +412,105 @@ steps:
         "{}",
         String::from_utf8_lossy(&cmp.stdout)
     );
+}
+
+/// `transfer` grew `prune` in 0.1.2: a plugin built against 0.1.1 imports the
+/// interface without it, and its ship → seal → restore still runs. The current
+/// testkit prunes through the new function; a second prune deletes nothing.
+#[test]
+fn transfer_0_1_1_plugins_still_run_and_prune_is_retention() {
+    let d = lab();
+    let old = common::root().join("tests/fixtures/plugins/testkit-contract-0.1.1.wasm");
+    let body = |vm: &str| {
+        format!(
+            r#"plugins:
+  kit:
+    source: KIT
+    grants: {{ sites: {{ src: read, dst: write }}, vault: write }}
+steps:
+  - id: ship
+    uses: kit/transfer
+    with: {{ op: ship, args: {{ vm: {vm}, disk: disk0, site: src, path: vm1/disk0.qcow2 }} }}
+  - id: seal
+    uses: kit/transfer
+    with: {{ op: seal, args: {{ vm: {vm}, staged: ["${{{{ steps.ship.outputs.result.staged }}}}"] }} }}
+  - id: restore
+    uses: kit/transfer
+    with:
+      op: restore
+      args: {{ vm: {vm}, point: "${{{{ steps.seal.outputs.result.id }}}}", disk: disk0, site: dst, path: {vm}.raw, format: raw }}
+"#
+        )
+    };
+    let inspect = lifeboat()
+        .args(["plugin", "inspect"])
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(
+        text(&inspect).contains("contract: lifeboat:plugin@0.1.1"),
+        "{}",
+        text(&inspect)
+    );
+    // three points of vm1 (the disk changes between them) and one of vm2, by the old plugin
+    for round in 0..3 {
+        sh(Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c"])
+            .arg(format!("write -P {} 4M 64k", 0x10 + round))
+            .arg(d.path().join("src/vm1/disk0.qcow2")));
+        let out = run_with(d.path(), &format!("old{round}"), &body("vm1"), &old);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = run_with(d.path(), "other", &body("vm2"), &old);
+    assert!(out.status.success(), "{}", text(&out));
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "raw"])
+        .arg(d.path().join("src/vm1/disk0.qcow2"))
+        .arg(d.path().join("dst/vm1.raw"))
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+
+    let points = |vm: &str| -> Vec<String> {
+        let o = lifeboat()
+            .env("LIFEBOAT_VAULT_KEY", KEY)
+            .args(["vault", "points", "--json", "--vm", vm])
+            .arg(d.path().join("vault"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = points("vm1");
+    assert_eq!(before.len(), 3, "{before:?}");
+    let prune = "plugins:\n  kit: { source: KIT, grants: { vault: write } }\nsteps:\n  - id: p\n    uses: kit/transfer\n    with: { op: prune, args: { vm: vm1, keep_last: 2 } }\n";
+    let out = run(d.path(), "prune", prune);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("\"removed\":[\"{}\"]", before[0])),
+        "{t}"
+    );
+    assert!(t.contains("\"kept\":2"), "{t}");
+    assert_eq!(points("vm1"), before[1..].to_vec());
+    assert_eq!(points("vm2").len(), 1, "another VM's point is never pruned");
+    let out = run(d.path(), "prune-again", prune);
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("\"removed\":[]"), "{t}");
+    // what is left restores and checks clean
+    let c = lifeboat()
+        .env("LIFEBOAT_VAULT_KEY", KEY)
+        .args(["vault", "check", "--read-data"])
+        .arg(d.path().join("vault"))
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", text(&c));
 }

@@ -156,6 +156,48 @@ fn full_then_incremental_ships_only_changed_areas() {
     let third = ok(&third);
     assert!(third.contains("hash comparison with point"), "{third}");
     assert_eq!(output(&third, "bytes_new"), "0", "{third}");
+
+    // retention: a fourth run keeping 2 deletes the two oldest, names them in its
+    // plan, and leaves the newest restorable; a fifth deletes exactly one
+    let run = |state: &str, keep: &str| {
+        lifeboat()
+            .args(["run", "--state-dir"])
+            .arg(d.path().join(state))
+            .arg(&wf)
+            .arg("--input")
+            .arg(format!("lab={}", lab.display()))
+            .arg("--input")
+            .arg(format!("keep_last={keep}"))
+            .output()
+            .unwrap()
+    };
+    let p3 = points(&lab)[2]["id"].as_str().unwrap().to_string();
+    let fourth = ok(&run("s4", "2"));
+    assert!(
+        fourth.contains(&format!(
+            "delete 2 of web01's 4 recovery points, keeping the newest 2: {p1}, {p2}"
+        )),
+        "{fourth}"
+    );
+    assert_eq!(output(&fourth, "removed"), format!("[\"{p1}\",\"{p2}\"]"));
+    assert_eq!(output(&fourth, "kept"), "2", "{fourth}");
+    let pts = points(&lab);
+    let ids: Vec<&str> = pts.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], p3, "{ids:?}");
+    restore_and_compare(&lab, ids[1], "scsi0:0", &vm.join("web01.vmdk"));
+    restore_and_compare(&lab, ids[1], "scsi0:1", &vm.join("web01_1.vmdk"));
+    let fifth = ok(&run("s5", "2"));
+    assert_eq!(output(&fifth, "removed"), format!("[\"{p3}\"]"), "{fifth}");
+    // keep_last 0 would delete everything: refused, nothing lost
+    let o = run("s6", "0");
+    assert_eq!(o.status.code(), Some(1), "{}", common::text(&o));
+    assert!(
+        common::text(&o).contains("`keep_last` is 0; it must be at least 1"),
+        "{}",
+        common::text(&o)
+    );
+    assert_eq!(points(&lab).len(), 3);
 }
 
 #[test]

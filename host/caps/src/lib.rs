@@ -17,8 +17,8 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use lifeboat_contract::StepError;
 use lifeboat_contract::transfer::{
-    BootReport, Changes, DiskInfo, Extent, ExtentKind, Fut, PointDisk, PointInfo, RestoreRequest,
-    RestoreResult, ShipRequest, ShipResult, Transfer,
+    BootReport, Changes, DiskInfo, Extent, ExtentKind, Fut, PointDisk, PointInfo, PruneResult,
+    RestoreRequest, RestoreResult, ShipRequest, ShipResult, Transfer,
 };
 use lifeboat_vault::{ChangedSource, Consistency, Key, Vault, VaultError, WriteFormat};
 use tokio::sync::OnceCell;
@@ -828,6 +828,35 @@ impl Transfer for PluginCaps {
             };
             let m = v.seal(vm, &staged, c, meta).await.map_err(vault_err)?;
             Ok(point_info(&m))
+        })
+    }
+
+    fn prune<'a>(&'a self, vm: &'a str, keep_last: u32) -> Fut<'a, PruneResult> {
+        Box::pin(async move {
+            if keep_last == 0 {
+                return Err(step_err(
+                    "invalid-input",
+                    format!(
+                        "retention for `{vm}`: keep-last must be at least 1 (0 would delete every point)"
+                    ),
+                ));
+            }
+            let v = self.vault(Access::Write, "prune").await?;
+            let r = v
+                .prune_vm(vm, keep_last as usize)
+                .await
+                .map_err(vault_err)?;
+            tracing::info!(
+                plugin = %self.plugin, vm = %vm, keep_last, removed = r.points_removed.len(),
+                kept = r.points_kept, bytes_before = r.bytes_before, bytes_after = r.bytes_after,
+                "pruned"
+            );
+            Ok(PruneResult {
+                removed: r.points_removed,
+                kept: u32::try_from(r.points_kept).unwrap_or(u32::MAX),
+                bytes_before: r.bytes_before,
+                bytes_after: r.bytes_after,
+            })
         })
     }
 

@@ -436,12 +436,12 @@ pub fn describe_text(p: &Plugin) -> String {
     let i = p.info();
     let mut o = String::new();
     let _ = writeln!(o, "{} {} — {}", i.name, i.version, i.doc);
-    let _ = writeln!(
-        o,
-        "contract: {}@{}",
-        contract::WIT_PACKAGE,
-        contract::WIT_VERSION
-    );
+    let built = p.contract_version();
+    let _ = write!(o, "contract: {}@{built}", contract::WIT_PACKAGE);
+    if built != contract::WIT_VERSION {
+        let _ = write!(o, " (this host implements {})", contract::WIT_VERSION);
+    }
+    let _ = writeln!(o);
     let _ = writeln!(o, "digest: {}", p.digest());
     for s in &i.steps {
         let _ = writeln!(o, "\nstep {} — {}", s.name, s.doc);

@@ -50,11 +50,15 @@ impl Reporter for Progress {
             }
             Event::StepPlanned { step, actions } => {
                 if let Some(b) = &self.bar {
-                    b.inc_length(*actions as u64);
+                    b.inc_length(actions.len() as u64);
                 }
                 self.line(format!(
-                    "  planned  {step}: {actions} action(s), deferred until now"
+                    "  planned  {step}: {} action(s), deferred until now",
+                    actions.len()
                 ));
+                for a in actions.iter() {
+                    self.line(format!("             {a}"));
+                }
             }
             Event::ActionReused { step, action, .. } => {
                 if let Some(b) = &self.bar {

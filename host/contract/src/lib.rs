@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The WIT package this host implements.
 pub const WIT_PACKAGE: &str = "lifeboat:plugin";
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 /// The world every plugin implements.
 pub const WIT_WORLD: &str = "plugin";
 
@@ -304,6 +304,17 @@ pub mod transfer {
         pub bytes_written: u64,
     }
 
+    /// What a retention pass did (since 0.1.2).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PruneResult {
+        /// Point ids deleted, oldest first.
+        pub removed: Vec<String>,
+        /// Points of the VM that remain.
+        pub kept: u32,
+        pub bytes_before: u64,
+        pub bytes_after: u64,
+    }
+
     /// What a boot check saw.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub struct BootReport {
@@ -333,6 +344,8 @@ pub mod transfer {
             meta: serde_json::Value,
         ) -> Fut<'a, PointInfo>;
         fn restore(&self, request: RestoreRequest) -> Fut<'_, RestoreResult>;
+        /// Retention for one VM: keep its newest `keep_last` points.
+        fn prune<'a>(&'a self, vm: &'a str, keep_last: u32) -> Fut<'a, PruneResult>;
         fn boot_check<'a>(
             &'a self,
             site: &'a str,

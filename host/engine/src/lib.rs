@@ -58,9 +58,11 @@ pub enum Event<'a> {
     StepStarted {
         step: &'a str,
     },
+    /// A deferred step was planned during apply: one line per action
+    /// (`sigil resource  summary`, secrets redacted).
     StepPlanned {
         step: &'a str,
-        actions: usize,
+        actions: &'a [String],
     },
     ActionReused {
         step: &'a str,
@@ -485,9 +487,21 @@ async fn run_instance<P: PluginCalls>(
                             actions: r.actions.clone(),
                             outputs: outs.clone(),
                         })?;
+                        let lines: Vec<String> = r
+                            .actions
+                            .iter()
+                            .map(|x| {
+                                format!(
+                                    "{} {}  {}",
+                                    x.kind.sigil(),
+                                    x.resource,
+                                    cx.redactor.redact_str(&x.summary)
+                                )
+                            })
+                            .collect();
                         a.reporter.event(&Event::StepPlanned {
                             step: &inst.id,
-                            actions: r.actions.len(),
+                            actions: &lines,
                         });
                         (r.actions, outs)
                     }

@@ -243,7 +243,7 @@ impl Runtime {
         let component = self
             .cache
             .get_or_compile(&self.engine, name, wasm, &digest)?;
-        check_contract(name, &component, &self.engine)?;
+        let contract_version = check_contract(name, &component, &self.engine)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -259,6 +259,7 @@ impl Runtime {
             inner: Arc::new(PluginInner {
                 name: name.to_string(),
                 digest,
+                contract_version,
                 info: contract::PluginInfo {
                     name: name.to_string(),
                     version: String::new(),
@@ -315,6 +316,7 @@ pub struct Plugin {
 struct PluginInner {
     name: String,
     digest: String,
+    contract_version: String,
     info: contract::PluginInfo,
     pre: bindings::PluginPre<sandbox::HostState>,
 }
@@ -337,6 +339,11 @@ impl Plugin {
     pub fn digest(&self) -> &str {
         &self.inner.digest
     }
+    /// The contract version the plugin was built against (this host's or an
+    /// older one of the same track).
+    pub fn contract_version(&self) -> &str {
+        &self.inner.contract_version
+    }
     /// What the plugin said about itself.
     pub fn info(&self) -> &contract::PluginInfo {
         &self.inner.info
@@ -346,8 +353,13 @@ impl Plugin {
 /// The export every plugin must have, without its version.
 const STEPS_EXPORT: &str = "lifeboat:plugin/steps";
 
-/// Check the component exports a compatible `lifeboat:plugin/steps`.
-fn check_contract(name: &str, component: &Component, engine: &Engine) -> Result<(), RuntimeError> {
+/// Check the component exports a compatible `lifeboat:plugin/steps`; returns the
+/// contract version it was built against.
+fn check_contract(
+    name: &str,
+    component: &Component,
+    engine: &Engine,
+) -> Result<String, RuntimeError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let found = exports.iter().find_map(|e| {
@@ -378,7 +390,7 @@ fn check_contract(name: &str, component: &Component, engine: &Engine) -> Result<
             supported: contract::WIT_VERSION.to_string(),
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The contract's versioning rule: the package only grows, so a plugin built

@@ -221,6 +221,22 @@ impl w::Host for HostState {
             .map_err(err))
     }
 
+    async fn prune(&mut self, vm: String, keep_last: u32) -> R<w::PruneResult> {
+        let t = match self.writing("prune").and_then(|()| self.transfer("prune")) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(t.prune(&vm, keep_last)
+            .await
+            .map(|r| w::PruneResult {
+                removed: r.removed,
+                kept: r.kept,
+                bytes_before: r.bytes_before,
+                bytes_after: r.bytes_after,
+            })
+            .map_err(err))
+    }
+
     async fn boot_check(
         &mut self,
         site: String,

@@ -412,7 +412,14 @@ impl Vault {
     /// Keeps the newest `keep_last` points of each VM, deletes the others and every
     /// pack no remaining point needs (under an exclusive lock).
     pub async fn prune(&self, keep_last: usize) -> Result<PruneReport> {
-        prune::prune(self, keep_last).await
+        prune::prune(self, None, keep_last).await
+    }
+
+    /// Retention for one VM: keeps its newest `keep_last` points and deletes its older
+    /// ones (other VMs' points are untouched), then every pack no remaining point needs.
+    /// `points_kept` in the report counts this VM's points.
+    pub async fn prune_vm(&self, vm: &str, keep_last: usize) -> Result<PruneReport> {
+        prune::prune(self, Some(vm), keep_last).await
     }
 
     /// Takes a vault lock and holds it until [`VaultLock::release`]: shared locks (as

@@ -32,21 +32,25 @@ pub struct PruneReport {
     pub bytes_after: u64,
 }
 
-pub(crate) async fn prune(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
+pub(crate) async fn prune(
+    vault: &Vault,
+    vm: Option<&str>,
+    keep_last: usize,
+) -> Result<PruneReport> {
     if keep_last == 0 {
         return Err(VaultError::InvalidRequest(
             "keep_last must be at least 1".into(),
         ));
     }
     let guard = lock::acquire(&vault.inner, true).await?;
-    let r = prune_locked(vault, keep_last).await;
+    let r = prune_locked(vault, vm, keep_last).await;
     let rel = guard.release().await;
     let rep = r?;
     rel?;
     Ok(rep)
 }
 
-async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
+async fn prune_locked(vault: &Vault, vm: Option<&str>, keep_last: usize) -> Result<PruneReport> {
     let inner = &vault.inner;
     let mut rep = PruneReport::default();
     let all = inner.manifests(None).await?;
@@ -55,7 +59,12 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
         by_vm.entry(m.vm.as_str()).or_default().push(m);
     }
     let mut keep = Vec::new();
-    for (_, ms) in by_vm {
+    for (name, ms) in by_vm {
+        if vm.is_some_and(|v| v != name) {
+            // another VM's points: not ours to drop, but live all the same
+            keep.extend(ms);
+            continue;
+        }
         let n = ms.len();
         for (i, m) in ms.into_iter().enumerate() {
             if i + keep_last >= n {
@@ -65,8 +74,13 @@ async fn prune_locked(vault: &Vault, keep_last: usize) -> Result<PruneReport> {
             }
         }
     }
-    rep.points_removed.sort();
-    rep.points_kept = keep.len();
+    if vm.is_none() {
+        rep.points_removed.sort(); // VMs interleave; one VM's stay oldest first
+    }
+    rep.points_kept = match vm {
+        Some(v) => keep.iter().filter(|m| m.vm == v).count(),
+        None => keep.len(),
+    };
     // staged disks (shipped, not sealed yet) are live too
     let staged = inner.staged().await?;
     keep.extend(staged.iter());

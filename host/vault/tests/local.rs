@@ -259,11 +259,28 @@ async fn prune_keeps_what_live_points_need_and_respects_locks() {
     assert!(matches!(e, VaultError::Locked(_)), "{e}");
     l.release().await.unwrap();
 
+    // retention of one VM: vm1 keeps its newest two, vm2 is not touched
+    let rep1 = vault.prune_vm("vm1", 2).await.unwrap();
+    assert_eq!(rep1.points_removed, vec![points[0].clone()], "{rep1:?}");
+    assert_eq!(rep1.points_kept, 2, "{rep1:?}");
+    let rep = vault.prune_vm("vm2", 1).await.unwrap();
+    assert!(rep.points_removed.is_empty(), "{rep:?}");
+    assert_eq!(rep.points_kept, 1, "{rep:?}");
+    assert!(matches!(
+        vault.prune_vm("vm1", 0).await.unwrap_err(),
+        VaultError::InvalidRequest(_)
+    ));
+
     let rep = vault.prune(1).await.unwrap();
-    assert_eq!(rep.points_removed.len(), 2, "{rep:?}");
+    assert_eq!(rep.points_removed, vec![points[1].clone()], "{rep:?}");
     assert_eq!(rep.points_kept, 2);
     assert!(rep.bytes_after < rep.bytes_before, "{rep:?}");
-    assert!(rep.packs_deleted >= 1 && rep.packs_repacked >= 1, "{rep:?}");
+    assert!(rep.packs_deleted >= 1, "{rep:?}");
+    // vm1's three points share packs: dropping them rewrites the partly dead ones
+    assert!(
+        rep1.packs_repacked + rep.packs_repacked >= 1,
+        "{rep1:?} {rep:?}"
+    );
     let left: Vec<String> = vault
         .points(None)
         .await

@@ -1,8 +1,9 @@
 //! Sites and the vault: the host moves the bytes, the plugin names them.
 //!
 //! Needs the workflow to grant the plugin sites (`grants.sites`) and the vault
-//! (`grants.vault`). Reads work while planning; [`ship`], [`seal`], [`restore`]
-//! and [`write_file`] only from `apply` (the host refuses them in `plan`).
+//! (`grants.vault`). Reads work while planning; [`ship`], [`seal`], [`prune`],
+//! [`restore`], [`write_file`] and [`boot_check`] only from `apply` (the host
+//! refuses them in `plan`).
 //!
 //! The types are serde-ready, so a `capture` step can hand its extents to a
 //! `ship` step through outputs.
@@ -265,6 +266,40 @@ pub fn restore(
             bytes_written: r.bytes_written,
         })
         .map_err(err)
+}
+
+/// What a retention pass did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneResult {
+    /// Point ids deleted, oldest first.
+    pub removed: Vec<String>,
+    /// Points of the VM that remain.
+    pub kept: u32,
+    /// Vault storage (every VM's packs) before and after, in bytes.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Retention (apply only, vault granted `write`; contract 0.1.2): keep the newest
+/// `keep_last` (≥ 1) points of `vm` and delete its older ones, with every chunk no
+/// remaining point needs. Other VMs are never touched; calling it again is a no-op.
+pub fn prune(vm: &str, keep_last: u32) -> Result<PruneResult, StepError> {
+    w::prune(vm, keep_last)
+        .map(|r| PruneResult {
+            removed: r.removed,
+            kept: r.kept,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+        })
+        .map_err(err)
+}
+
+/// Which points of `points` (oldest first, as [`points`] returns them) a retention
+/// of `keep_last` deletes: the rule [`prune`] applies, for plans.
+pub fn due_for_retention(points: &[PointInfo], keep_last: u32) -> Vec<String> {
+    let keep = keep_last.max(1) as usize;
+    let drop = points.len().saturating_sub(keep);
+    points[..drop].iter().map(|p| p.id.clone()).collect()
 }
 
 /// What a boot check saw.

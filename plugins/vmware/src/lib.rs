@@ -6,8 +6,8 @@
 //! allocation map for the first copy, else hash comparison with the latest
 //! recovery point), `ship` moves those extents into the workflow's vault, and
 //! `snapshot` seals them into one recovery point holding the VM's
-//! configuration. The host reads the disks and moves the bytes; this plugin
-//! only names them.
+//! configuration; `retention` (the SDK's) keeps the newest N points. The host
+//! reads the disks and moves the bytes; this plugin only names them.
 //!
 //! In *vCenter mode* (the `vcenter` and `password` inputs) `discover` reads
 //! the VM's inventory from vCenter instead of a `.vmx`, and finds its disks in
@@ -22,6 +22,7 @@ mod vcenter;
 mod vmx;
 
 use lifeboat_plugin_sdk::prelude::*;
+use lifeboat_plugin_sdk::retention::Retention;
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -961,6 +962,6 @@ impl Step for Snapshot {
 lifeboat_plugin_sdk::plugin!(
     name: "vmware",
     version: "0.1.0",
-    doc: "VMware source: discover a VM from its .vmx, capture changed extents, ship and snapshot into the vault",
-    steps: [Discover, Capture, Ship, Snapshot],
+    doc: "VMware source: discover a VM from its .vmx, capture changed extents, ship and snapshot into the vault, apply retention",
+    steps: [Discover, Capture, Ship, Snapshot, Retention],
 );

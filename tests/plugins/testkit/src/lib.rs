@@ -251,6 +251,14 @@ fn transfer_op(i: &TransferIn) -> Result<serde_json::Value, StepError> {
             arg(i, "path"),
             arg(i, "format"),
         )?)),
+        "prune" => json(serde_json::to_value(t::prune(
+            arg(i, "vm"),
+            i.args
+                .get("keep_last")
+                .and_then(|v| v.as_u64())
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+        )?)),
         other => Err(StepError::invalid_input(format!("unknown op {other}"))),
     }
 }
