@@ -164,6 +164,8 @@ impl Loaded {
                     .timeout
                     .unwrap_or(lifeboat_runtime::DEFAULT_TIMEOUT),
                 transfer: None,
+                http_stub: None,
+                log_sink: None,
             };
             plugins.insert(alias, (plugin, policy));
         }

@@ -5,8 +5,10 @@
 
 mod demo;
 mod doctor;
+mod harness;
 mod load;
 mod progress;
+mod scaffold;
 mod vault;
 
 use std::path::{Path, PathBuf};
@@ -124,6 +126,39 @@ enum PluginCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Make a plugin project: one step with plan and apply, test cases, a README.
+    New {
+        /// The plugin's name (lowercase, digits, dashes), also its folder.
+        name: String,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value_t = scaffold::Lang::Rust)]
+        lang: scaffold::Lang,
+        /// Where to make the project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a plugin project into a component (target/plugin.wasm).
+    Build {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin's test cases with the local harness (no cloud, no vault) and
+    /// compare them with their snapshots.
+    Test {
+        /// A plugin project (built first), a component file or `builtin:NAME`.
+        #[arg(default_value = ".")]
+        plugin: String,
+        /// The folder of case files (default: the project's or the file's `tests/`).
+        #[arg(long)]
+        cases: Option<PathBuf>,
+        /// Write the results as the new snapshots.
+        #[arg(long, conflicts_with = "review")]
+        accept: bool,
+        /// Show the snapshots that differ (left as `.snap.new`) without running.
+        #[arg(long)]
+        review: bool,
     },
 }
 
@@ -306,6 +341,75 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 Format::Text => print!("{}", load::describe_text(&p)),
             }
             Ok(0)
+        }
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+            let d = scaffold::new(&name, lang, &dir)?;
+            println!("made plugin project {} ({lang:?})", d.display());
+            println!(
+                "  next: cd {} && lifeboat plugin build && lifeboat plugin test",
+                d.display()
+            );
+            Ok(0)
+        }
+        Command::Plugin(PluginCommand::Build { dir }) => {
+            let out = scaffold::build(&dir)?;
+            let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            let rt = load::runtime()?;
+            let bytes = std::fs::read(&out)
+                .map_err(|e| Failure::Failed(anyhow!("cannot read {}: {e}", out.display())))?;
+            let p = rt
+                .load(&out.display().to_string(), &bytes)
+                .await
+                .map_err(|e| Failure::Failed(anyhow!("the built component does not load: {e}")))?;
+            println!(
+                "built {} ({} bytes, plugin {} {}, contract {}@{})",
+                out.display(),
+                size,
+                p.info().name,
+                p.info().version,
+                lifeboat_contract::WIT_PACKAGE,
+                p.contract_version()
+            );
+            Ok(0)
+        }
+        Command::Plugin(PluginCommand::Test {
+            plugin,
+            cases,
+            accept,
+            review,
+        }) => {
+            let as_dir = Path::new(&plugin);
+            let project = !plugin.starts_with("builtin:") && as_dir.is_dir();
+            let tests = match (&cases, project) {
+                (Some(c), _) => c.clone(),
+                (None, true) => as_dir.join("tests"),
+                (None, false) => Path::new(&plugin)
+                    .parent()
+                    .map(|p| p.join("tests"))
+                    .unwrap_or_else(|| PathBuf::from("tests")),
+            };
+            if review {
+                return harness::review(&tests);
+            }
+            let rt = load::runtime()?;
+            let (name, bytes) = if project {
+                let out = scaffold::build(as_dir)?;
+                let bytes = std::fs::read(&out)
+                    .map_err(|e| Failure::Failed(anyhow!("cannot read {}: {e}", out.display())))?;
+                (scaffold::Manifest::read(as_dir)?.name, bytes)
+            } else {
+                load::plugin_bytes(&plugin, Path::new("."))?
+            };
+            let p = rt
+                .load(&name, &bytes)
+                .await
+                .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+            let mode = if accept {
+                harness::SnapMode::Accept
+            } else {
+                harness::SnapMode::Check
+            };
+            harness::run_all(&rt, &p, &tests, mode).await
         }
         Command::Vault(cmd) => vault::run(cmd).await,
         Command::Demo(cmd) => demo::run(cmd).await,

@@ -100,8 +100,31 @@ impl std::fmt::Display for HostPattern {
 }
 
 /// The hooks handed to `wasi:http`: every request passes through here.
+/// A canned HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Answers a plugin's granted HTTP requests without the network: the plugin
+/// harness (`lifeboat plugin test`) records each request and answers it from
+/// fixture files. Grant and phase checks still apply first.
+pub trait HttpStub: Send + Sync {
+    fn answer(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> HttpAnswer;
+}
+
 pub(crate) struct GrantHooks {
     pub(crate) allow: Arc<[HostPattern]>,
+    /// Answers requests instead of the network (the plugin harness).
+    pub(crate) stub: Option<Arc<dyn HttpStub>>,
     pub(crate) phase: Phase,
     /// Denied requests, for the step's error message.
     pub(crate) denied: Arc<Mutex<Vec<String>>>,
@@ -154,6 +177,38 @@ impl WasiHttpHooks for GrantHooks {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         tracing::debug!(%method, %uri, "HTTP request granted");
+        if let Some(stub) = self.stub.clone() {
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await?.to_bytes().to_vec();
+                let headers: Vec<(String, String)> = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                    .collect();
+                let a = stub.answer(
+                    parts.method.as_str(),
+                    &parts.uri.to_string(),
+                    &headers,
+                    &body,
+                );
+                let mut res = http::Response::builder().status(a.status);
+                for (k, v) in &a.headers {
+                    res = res.header(k, v);
+                }
+                let body = http_body_util::Full::new(bytes::Bytes::from(a.body))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let res = res
+                    .body(body)
+                    .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+                Ok((
+                    res,
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                ))
+            });
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;

@@ -22,8 +22,8 @@ use lifeboat_contract as contract;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use http::HostPattern;
-pub use sandbox::{CallError, Phase, Policy};
+pub use http::{HostPattern, HttpAnswer, HttpStub};
+pub use sandbox::{CallError, LogSink, Phase, Policy};
 
 /// The one place the WIT contract becomes Rust.
 mod bindings {

@@ -48,6 +48,15 @@ pub struct Policy {
     /// Sites and vault (the `transfer` interface), with the plugin's grants
     /// applied; `None`: nothing granted.
     pub transfer: Option<Arc<dyn Transfer>>,
+    /// Answers HTTP instead of the network (the plugin harness); `None`: real HTTP.
+    pub http_stub: Option<Arc<dyn crate::http::HttpStub>>,
+    /// Also receives the plugin's log lines (the plugin harness records them).
+    pub log_sink: Option<Arc<dyn LogSink>>,
+}
+
+/// Receives a plugin's log lines besides `tracing`.
+pub trait LogSink: Send + Sync {
+    fn log(&self, level: &str, message: &str, fields: &[(String, String)]);
 }
 
 impl std::fmt::Debug for Policy {
@@ -68,6 +77,8 @@ impl Default for Policy {
             memory: crate::DEFAULT_MEMORY,
             timeout: crate::DEFAULT_TIMEOUT,
             transfer: None,
+            http_stub: None,
+            log_sink: None,
         }
     }
 }
@@ -170,6 +181,7 @@ pub(crate) struct HostState {
     step: String,
     pub(crate) phase: Phase,
     pub(crate) transfer: Option<Arc<dyn Transfer>>,
+    log_sink: Option<Arc<dyn LogSink>>,
 }
 
 impl WasiView for HostState {
@@ -239,6 +251,16 @@ impl log::Host for HostState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
+        if let Some(sink) = &self.log_sink {
+            let l = match level {
+                log::Level::Trace => "trace",
+                log::Level::Debug => "debug",
+                log::Level::Info => "info",
+                log::Level::Warn => "warn",
+                log::Level::Error => "error",
+            };
+            sink.log(l, &message, &fields);
+        }
         let fields = fields
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -281,6 +303,7 @@ fn new_call(rt: &Runtime, plugin: &Plugin, policy: &Policy, phase: Phase, step: 
         table: ResourceTable::new(),
         hooks: GrantHooks {
             allow: policy.http.clone().into(),
+            stub: policy.http_stub.clone(),
             phase,
             denied: denied.clone(),
         },
@@ -294,6 +317,7 @@ fn new_call(rt: &Runtime, plugin: &Plugin, policy: &Policy, phase: Phase, step: 
         step: step.to_string(),
         phase,
         transfer: policy.transfer.clone(),
+        log_sink: policy.log_sink.clone(),
     };
     let mut store = Store::new(&rt.engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -292,9 +292,59 @@ impl Step for Transfer {
     }
 }
 
+/// A number that differs on every call (std's hasher seeds from WASI random).
+fn noise() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+#[derive(Deserialize)]
+struct BrokenIn {
+    #[serde(default)]
+    target: String,
+}
+
+/// Breaks a contract rule on purpose, for the plugin harness's tests:
+/// `plan-drift` plans differently every time, `apply-drift` returns different
+/// outputs every time, `sneaky-read` plans a `read` and writes a file in apply,
+/// `undeclared` returns an output it never declared.
+struct Broken;
+
+impl Step for Broken {
+    type Input = BrokenIn;
+    fn info() -> StepInfo {
+        StepInfo::new("broken", "Break a contract rule (harness tests)")
+            .input(field::string("target").required())
+            .output(field::integer("n"))
+    }
+    fn plan(_: &Context, i: BrokenIn) -> Result<Plan, StepError> {
+        let (kind, summary) = match i.target.as_str() {
+            "plan-drift" => (ActionKind::Run, format!("roll {}", noise() % 1000)),
+            "sneaky-read" => (ActionKind::Read, "only look".to_string()),
+            _ => (ActionKind::Run, format!("do {}", i.target)),
+        };
+        Ok(Plan::new()
+            .action(Action::new(kind, format!("broken/{}", i.target), summary))
+            .output_after_apply("n"))
+    }
+    fn apply(_: &Context, i: BrokenIn, _: &Action) -> Result<Outputs, StepError> {
+        match i.target.as_str() {
+            "apply-drift" => Ok(Outputs::new().set("n", noise() % 1000)),
+            "sneaky-read" => {
+                lifeboat_plugin_sdk::transfer::write_file("dst", "note.txt", "written")?;
+                Ok(Outputs::new().set("n", 1))
+            }
+            "undeclared" => Ok(Outputs::new().set("n", 1).set("extra", 2)),
+            _ => Ok(Outputs::new().set("n", 1)),
+        }
+    }
+}
+
 lifeboat_plugin_sdk::plugin!(
     name: "testkit",
     version: "0.1.0",
     doc: "Hostile and counting steps for lifeboat's own tests",
-    steps: [Spin, Balloon, Panic, ReadPasswd, Env, Tcp, Fetch, Post, Count, Flaky, Transfer],
+    steps: [Spin, Balloon, Panic, ReadPasswd, Env, Tcp, Fetch, Post, Count, Flaky, Transfer, Broken],
 );

@@ -1,0 +1,218 @@
+//! Writing a plugin: `lifeboat plugin new` → `plugin build` → `plugin test`
+//! passes out of the box and the plugin runs in a workflow; the harness's
+//! snapshot flow (a change fails with a diff, `--review`, `--accept`); the
+//! harness catches broken plugins (a plan that drifts, an apply that is not
+//! idempotent, a `read` that writes, undeclared outputs, missing inputs); and
+//! the first-party plugins pass their own harness cases.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{lifeboat, ok, root, testkit_wasm, text};
+
+/// Cargo's target folder for generated Rust projects, shared between runs so
+/// that only the first build is cold.
+fn plugin_target() -> PathBuf {
+    root().join("target").join("plugin-new")
+}
+
+fn plugin(args: &[&str], cwd: &Path) -> Output {
+    lifeboat()
+        .current_dir(cwd)
+        .env("CARGO_TARGET_DIR", plugin_target())
+        .arg("plugin")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rust_plugin_new_build_test_run_and_the_snapshot_flow() {
+    let d = tempfile::tempdir().unwrap();
+    let made = ok(&plugin(&["new", "my-probe"], d.path()));
+    assert!(made.contains("made plugin project my-probe"), "{made}");
+    let proj = d.path().join("my-probe");
+    for f in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "README.md",
+        "lifeboat-plugin.yaml",
+        "wit/plugin.wit",
+        "sdk/src/lib.rs",
+        "tests/check.yaml",
+        "tests/snapshots/check.snap",
+    ] {
+        assert!(proj.join(f).is_file(), "{f} missing");
+    }
+    // the project's contract is this host's
+    assert_eq!(
+        std::fs::read_to_string(proj.join("wit/plugin.wit")).unwrap(),
+        std::fs::read_to_string(root().join("wit/plugin.wit")).unwrap()
+    );
+
+    // out of the box: builds, and its cases pass
+    let t = ok(&plugin(&["test"], &proj));
+    assert!(
+        t.contains("plugin my-probe 0.1.0 (contract lifeboat:plugin@0.1.2), 2 case(s)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("  check ... ok") && t.contains("2 passed, 0 failed"),
+        "{t}"
+    );
+    let b = ok(&plugin(&["build"], &proj));
+    assert!(
+        b.contains("built target/plugin.wasm") && b.contains("plugin my-probe 0.1.0"),
+        "{b}"
+    );
+
+    // and runs in a workflow
+    std::fs::write(
+        d.path().join("try.yaml"),
+        "name: try\nplugins:\n  probe: { source: ./my-probe/target/plugin.wasm }\nsteps:\n  - id: check\n    uses: probe/check\n    with: { target: example }\n",
+    )
+    .unwrap();
+    let r = lifeboat()
+        .args(["run", "--state-dir"])
+        .arg(d.path().join("state"))
+        .arg(d.path().join("try.yaml"))
+        .output()
+        .unwrap();
+    let r = ok(&r);
+    assert!(
+        r.contains("ok = true") && r.contains("target = \"example\""),
+        "{r}"
+    );
+
+    // the plugin changes: the case fails with a diff and leaves .snap.new
+    let lib = proj.join("src/lib.rs");
+    let src = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(
+        &lib,
+        src.replace(
+            "format!(\"check {}\", i.target)",
+            "format!(\"probe {}\", i.target)",
+        ),
+    )
+    .unwrap();
+    let o = plugin(&["test"], &proj);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("  check ... FAILED"), "{t}");
+    assert!(t.contains("-   0: * check/example  check example"), "{t}");
+    assert!(t.contains("+   0: * check/example  probe example"), "{t}");
+    assert!(t.contains("1 passed, 1 failed"), "{t}");
+    assert!(proj.join("tests/snapshots/check.snap.new").is_file());
+    let rv = plugin(&["test", "--review"], &proj);
+    assert_eq!(rv.status.code(), Some(1), "{}", text(&rv));
+    assert!(
+        text(&rv).contains("1 snapshot(s) to review"),
+        "{}",
+        text(&rv)
+    );
+    ok(&plugin(&["test", "--accept"], &proj));
+    assert!(!proj.join("tests/snapshots/check.snap.new").exists());
+    let t = ok(&plugin(&["test"], &proj));
+    assert!(t.contains("2 passed, 0 failed"), "{t}");
+    let snap = std::fs::read_to_string(proj.join("tests/snapshots/check.snap")).unwrap();
+    assert!(snap.contains("probe example"), "{snap}");
+
+    // a project folder is never overwritten; names are checked
+    let o = plugin(&["new", "my-probe"], d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("already exists and is not empty; nothing was written"),
+        "{}",
+        text(&o)
+    );
+    let o = plugin(&["new", "My_Probe"], d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is not a plugin name"), "{}", text(&o));
+    // not a project
+    let o = plugin(&["build"], d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is not a plugin project"), "{}", text(&o));
+}
+
+#[test]
+fn the_harness_catches_broken_plugins() {
+    let d = tempfile::tempdir().unwrap();
+    let cases = d.path().join("tests");
+    std::fs::create_dir_all(&cases).unwrap();
+    for (name, body) in [
+        (
+            "plan-drift",
+            "step: broken\nwith: { target: plan-drift }\nphase: plan\n",
+        ),
+        (
+            "apply-drift",
+            "step: broken\nwith: { target: apply-drift }\n",
+        ),
+        (
+            "sneaky-read",
+            "step: broken\nwith: { target: sneaky-read }\n",
+        ),
+        ("undeclared", "step: broken\nwith: { target: undeclared }\n"),
+        (
+            "missing-input",
+            "step: broken\nwith: { colour: blue }\nphase: plan\n",
+        ),
+        ("fine", "step: broken\nwith: { target: fine }\n"),
+    ] {
+        std::fs::write(cases.join(format!("{name}.yaml")), body).unwrap();
+    }
+    let kit = testkit_wasm();
+    let kit = kit.to_str().unwrap();
+    // accept first: whatever the snapshots say, the rules still fail
+    let o = plugin(
+        &["test", kit, "--cases", cases.to_str().unwrap(), "--accept"],
+        d.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    for want in [
+        "  plan-drift ... FAILED\n    plan is not deterministic: the same inputs gave two different plans",
+        "  apply-drift ... FAILED\n    apply is not idempotent: action 0 (broken/apply-drift) returned different outputs when applied again",
+        "  sneaky-read ... FAILED\n    action 0 (broken/sneaky-read) was planned as `read`, but apply changed the world: transfer.write-file(dst, note.txt, 7 bytes \"written\")",
+        "  undeclared ... FAILED\n    apply of action 0 sets output `extra`, which step `broken` does not declare",
+        "  missing-input ... FAILED\n    input `target` is required by step `broken` but the case does not set it\n    input `colour` is not declared by step `broken`",
+        "  fine ... ok",
+        "1 passed, 5 failed",
+    ] {
+        assert!(t.contains(want), "expected {want:?} in:\n{t}");
+    }
+    // a case naming a step the plugin lacks is a clear error
+    std::fs::write(cases.join("zz.yaml"), "step: nope\nwith: {}\n").unwrap();
+    let o = plugin(&["test", kit, "--cases", cases.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("zz.yaml: plugin `testkit` has no step `nope`"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn first_party_plugins_pass_their_harness_cases() {
+    for p in ["demo", "vmware"] {
+        let cases = root().join("plugins").join(p).join("tests");
+        let o = lifeboat()
+            .env("CI", "true")
+            .args(["plugin", "test", &format!("builtin:{p}"), "--cases"])
+            .arg(&cases)
+            .output()
+            .unwrap();
+        let t = ok(&o);
+        assert!(t.contains(", 0 failed"), "{p}: {t}");
+        let left: Vec<_> = std::fs::read_dir(cases.join("snapshots"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().to_string_lossy().ends_with(".new"))
+            .collect();
+        assert!(left.is_empty(), "{p}: {left:?}");
+    }
+}
