@@ -216,3 +216,108 @@ fn first_party_plugins_pass_their_harness_cases() {
         assert!(left.is_empty(), "{p}: {left:?}");
     }
 }
+
+/// `lifeboat plugin lock` pins digests: a changed byte is refused by plan and
+/// run, naming the plugin and both digests; locking again takes the change.
+#[test]
+fn the_lockfile_refuses_a_changed_plugin() {
+    let d = tempfile::tempdir().unwrap();
+    let kit = d.path().join("kit.wasm");
+    std::fs::copy(testkit_wasm(), &kit).unwrap();
+    let wf = d.path().join("wf.yaml");
+    std::fs::write(
+        &wf,
+        "name: locked\nplugins:\n  kit: { source: ./kit.wasm }\n  demo: { source: \"builtin:demo\" }\nsteps:\n  - id: b\n    uses: kit/broken\n    with: { target: fine }\n",
+    )
+    .unwrap();
+    let l = ok(&lifeboat()
+        .args(["plugin", "lock"])
+        .arg(&wf)
+        .output()
+        .unwrap());
+    assert!(l.contains("locked 2 plugin(s)"), "{l}");
+    let lock = std::fs::read_to_string(d.path().join("wf.lock")).unwrap();
+    assert!(
+        lock.contains("\"source\": \"./kit.wasm\"") && lock.contains("\"digest\": \"blake3:"),
+        "{lock}"
+    );
+    assert!(
+        lock.contains("\"contract\": \"lifeboat:plugin@0.1.2\""),
+        "{lock}"
+    );
+    ok(&lifeboat().arg("plan").arg(&wf).output().unwrap());
+
+    // one more byte (a custom section: the component still loads) → refused
+    let mut bytes = std::fs::read(&kit).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x05, 0x04, b'l', b'o', b'c', b'k']);
+    std::fs::write(&kit, &bytes).unwrap();
+    let insp = ok(&lifeboat()
+        .args(["plugin", "inspect"])
+        .arg(&kit)
+        .output()
+        .unwrap());
+    assert!(insp.contains("step broken"), "{insp}");
+    for cmd in ["plan", "run"] {
+        let mut c = lifeboat();
+        c.arg(cmd);
+        if cmd == "run" {
+            c.arg("--state-dir").arg(d.path().join("state"));
+        }
+        let o = c.arg(&wf).output().unwrap();
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {t}");
+        assert!(t.contains("wf.lock does not match the plugins of"), "{t}");
+        assert!(
+            t.contains("plugin `kit` (./kit.wasm) changed: its digest is blake3:"),
+            "{t}"
+        );
+        assert!(t.contains("nothing was planned or applied"), "{t}");
+    }
+    assert!(
+        !d.path().join("state").exists()
+            || std::fs::read_dir(d.path().join("state")).unwrap().count() == 0
+    );
+    ok(&lifeboat()
+        .args(["plugin", "lock"])
+        .arg(&wf)
+        .output()
+        .unwrap());
+    ok(&lifeboat().arg("plan").arg(&wf).output().unwrap());
+}
+
+/// A plugin of another major contract version is refused when loaded, with
+/// the plugin, its world and both versions named. (Built from the testkit by
+/// renaming its contract version, same length: `0.1.2` → `0.2.0`.)
+#[test]
+fn a_plugin_for_another_major_version_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(testkit_wasm()).unwrap();
+    let (from, to) = (
+        b"lifeboat:plugin/steps@0.1.2",
+        b"lifeboat:plugin/steps@0.2.0",
+    );
+    let mut out = bytes.clone();
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n > 0, "no steps export found");
+    let kit = d.path().join("future.wasm");
+    std::fs::write(&kit, &out).unwrap();
+    let o = lifeboat()
+        .args(["plugin", "inspect"])
+        .arg(&kit)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("plugin `future` targets world `lifeboat:plugin/plugin@0.2.0`, but this host supports lifeboat:plugin@0.1.2; rebuild the plugin against lifeboat:plugin@0.1.2"),
+        "{t}"
+    );
+}

@@ -95,8 +95,16 @@ impl Catalog for LoadCatalog {
 }
 
 impl Loaded {
-    /// Parse, load plugins, validate. Problems with the file are diagnostics (exit 2).
+    /// Parse, load plugins, validate, and check them against the workflow's
+    /// lockfile when it has one. Problems with the file are diagnostics (exit 2).
     pub async fn load(file: &Path) -> Result<Loaded, Failure> {
+        let l = Self::load_unlocked(file).await?;
+        crate::lockfile::check(file, &l.workflow, &l.plugins)?;
+        Ok(l)
+    }
+
+    /// [`Loaded::load`] without the lockfile check (for `plugin lock`).
+    pub async fn load_unlocked(file: &Path) -> Result<Loaded, Failure> {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Failure::Invalid(format!(
                 "error: cannot read workflow {}: {e}",

@@ -7,6 +7,7 @@ mod demo;
 mod doctor;
 mod harness;
 mod load;
+mod lockfile;
 mod progress;
 mod scaffold;
 mod vault;
@@ -126,6 +127,12 @@ enum PluginCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Pin a workflow's plugins by content digest in NAME.lock next to it; plan and
+    /// run then refuse a plugin that changed.
+    Lock {
+        /// The workflow file.
+        file: PathBuf,
     },
     /// Make a plugin project: one step with plan and apply, test cases, a README.
     New {
@@ -340,6 +347,16 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 }
                 Format::Text => print!("{}", load::describe_text(&p)),
             }
+            Ok(0)
+        }
+        Command::Plugin(PluginCommand::Lock { file }) => {
+            let loaded = Loaded::load_unlocked(&file).await?;
+            let (path, n) = lockfile::write(&file, &loaded.workflow, &loaded.plugins)?;
+            println!(
+                "locked {n} plugin(s) of {} in {}",
+                file.display(),
+                path.display()
+            );
             Ok(0)
         }
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
