@@ -198,7 +198,7 @@ fn the_harness_catches_broken_plugins() {
 
 #[test]
 fn first_party_plugins_pass_their_harness_cases() {
-    for p in ["demo", "vmware"] {
+    for p in ["demo", "vmware", "http-health-probe"] {
         let cases = root().join("plugins").join(p).join("tests");
         let o = lifeboat()
             .env("CI", "true")
@@ -319,5 +319,116 @@ fn a_plugin_for_another_major_version_is_refused() {
     assert!(
         t.contains("plugin `future` targets world `lifeboat:plugin/plugin@0.2.0`, but this host supports lifeboat:plugin@0.1.2; rebuild the plugin against lifeboat:plugin@0.1.2"),
         "{t}"
+    );
+}
+
+/// The files docs/tutorial-http-health-probe.md gives, by the path in the
+/// `<!-- file: PATH -->` line before each code block.
+fn tutorial_files() -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(root().join("docs/tutorial-http-health-probe.md")).unwrap();
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(l) = lines.next() {
+        let Some(path) = l
+            .strip_prefix("<!-- file: ")
+            .and_then(|r| r.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().unwrap();
+        assert!(
+            fence.starts_with("```"),
+            "{path}: no code block after the marker"
+        );
+        let mut body = String::new();
+        for l in lines.by_ref() {
+            if l == "```" {
+                break;
+            }
+            body.push_str(l);
+            body.push('\n');
+        }
+        out.push((path.to_string(), body));
+    }
+    out
+}
+
+/// The tutorial's plugin is exactly what the tutorial says: its code blocks are
+/// the bundled plugin's files, and following it — `plugin new`, replace the
+/// files, `plugin test`, `plugin build`, run the workflow — works.
+#[test]
+fn the_tutorial_builds_and_runs_what_it_says() {
+    let files = tutorial_files();
+    assert_eq!(
+        files.len(),
+        6,
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    let bundled = root().join("plugins/http-health-probe");
+    for (path, body) in &files {
+        if !path.starts_with("../") {
+            assert_eq!(
+                &std::fs::read_to_string(bundled.join(path)).unwrap(),
+                body,
+                "{path} in the tutorial differs from plugins/http-health-probe/{path}"
+            );
+        }
+    }
+
+    let d = tempfile::tempdir().unwrap();
+    ok(&plugin(&["new", "http-health-probe"], d.path()));
+    let proj = d.path().join("http-health-probe");
+    for f in [
+        "tests/check.yaml",
+        "tests/bad-input.yaml",
+        "tests/snapshots/check.snap",
+        "tests/snapshots/bad-input.snap",
+    ] {
+        std::fs::remove_file(proj.join(f)).unwrap();
+    }
+    for (path, body) in &files {
+        let p = proj.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    // healthy.snap is in the tutorial; the other two are recorded with --accept
+    let t = ok(&plugin(&["test", "--accept"], &proj));
+    assert!(t.contains("3 passed, 0 failed"), "{t}");
+    let t = ok(&plugin(&["test"], &proj));
+    assert!(t.contains("3 passed, 0 failed"), "{t}");
+    ok(&plugin(&["build"], &proj));
+
+    let server = common::Server::start();
+    let o = lifeboat()
+        .current_dir(d.path())
+        .args(["run", "--state-dir", "state", "probe.yaml", "--input"])
+        .arg(format!("url={}/health", server.url()))
+        .output()
+        .unwrap();
+    let r = ok(&o);
+    assert!(
+        r.contains("healthy = true") && r.contains("attempt = 1"),
+        "{r}"
+    );
+    assert!(server.count("/health") >= 1);
+    // the workflow's grants hold: another host is refused by the sandbox
+    let o = lifeboat()
+        .current_dir(d.path())
+        .args([
+            "run",
+            "--state-dir",
+            "state2",
+            "probe.yaml",
+            "--input",
+            "url=http://example.com/health",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not granted to this plugin"),
+        "{}",
+        text(&o)
     );
 }

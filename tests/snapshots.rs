@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use common::{insta_settings, lifeboat, root};
 
@@ -36,6 +36,15 @@ fn workflows() -> Vec<String> {
 /// shared insta filters).
 fn lab_args(file: &str, lab: &str) -> Vec<String> {
     let text = std::fs::read_to_string(root().join(file)).unwrap();
+    if text.contains("builtin:http-health-probe") {
+        // a health endpoint on 127.0.0.1 for the run (the plan keeps the default)
+        if lab != "run" {
+            return vec![];
+        }
+        static SERVER: OnceLock<common::Server> = OnceLock::new();
+        let s = SERVER.get_or_init(common::Server::start);
+        return vec!["--input".into(), format!("url={}/health", s.url())];
+    }
     if !text.contains("inputs.lab") {
         return vec![];
     }

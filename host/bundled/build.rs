@@ -7,6 +7,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("demo", "lifeboat-plugin-demo"),
     ("vmware", "lifeboat-plugin-vmware"),
     ("azure", "lifeboat-plugin-azure"),
+    ("http-health-probe", "http-health-probe"),
 ];
 
 fn main() {
@@ -25,7 +26,7 @@ fn main() {
             for ((name, _), path) in PLUGINS.iter().zip(paths) {
                 println!(
                     "cargo:rustc-env=LIFEBOAT_BUNDLED_{}={}",
-                    name.to_uppercase(),
+                    name.to_uppercase().replace('-', "_"),
                     path.display()
                 );
             }

@@ -21,6 +21,10 @@ pub const ALL: &[Bundled] = &[
         name: "azure",
         wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_AZURE")),
     },
+    Bundled {
+        name: "http-health-probe",
+        wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_HTTP_HEALTH_PROBE")),
+    },
 ];
 
 /// The bundled plugin called `name`.

@@ -673,6 +673,7 @@ pub async fn run_case(
 
     // apply every action, each twice: apply must be idempotent
     let mut set: Vec<String> = Vec::new();
+    let mut all_ok = true;
     for (i, a) in plan.actions.iter().enumerate() {
         let r1 = rt
             .apply(plugin, &policy, &ctx(i), &case.step, &inputs, a)
@@ -700,6 +701,7 @@ pub async fn run_case(
                 }
             }
             (Err(e), _) | (_, Err(e)) => {
+                all_ok = false;
                 let _ = writeln!(
                     o,
                     "  error: {}",
@@ -735,7 +737,7 @@ pub async fn run_case(
         }
     }
     for (n, v) in &outs {
-        if v.is_none() && !set.contains(n) {
+        if all_ok && v.is_none() && !set.contains(n) {
             problems.push(format!(
                 "output `{n}` was planned as known after apply, but no apply set it"
             ));
