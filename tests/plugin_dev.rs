@@ -198,7 +198,7 @@ fn the_harness_catches_broken_plugins() {
 
 #[test]
 fn first_party_plugins_pass_their_harness_cases() {
-    for p in ["demo", "vmware", "http-health-probe"] {
+    for p in ["demo", "vmware", "hyperv", "http-health-probe"] {
         let cases = root().join("plugins").join(p).join("tests");
         let o = lifeboat()
             .env("CI", "true")

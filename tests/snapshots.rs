@@ -50,7 +50,13 @@ fn lab_args(file: &str, lab: &str) -> Vec<String> {
     }
     let needs_point = text.contains("/recovery-point");
     let dir = if needs_point {
-        format!("target/test-labs/{lab}-replicated")
+        // one replicated lab per scenario folder (its replicate.yaml)
+        let scenario = std::path::Path::new(file)
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        format!("target/test-labs/{lab}-{scenario}-replicated")
     } else {
         format!("target/test-labs/{lab}")
     };

@@ -8,6 +8,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("vmware", "lifeboat-plugin-vmware"),
     ("azure", "lifeboat-plugin-azure"),
     ("http-health-probe", "http-health-probe"),
+    ("hyperv", "lifeboat-plugin-hyperv"),
 ];
 
 fn main() {

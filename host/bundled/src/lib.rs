@@ -25,6 +25,10 @@ pub const ALL: &[Bundled] = &[
         name: "http-health-probe",
         wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_HTTP_HEALTH_PROBE")),
     },
+    Bundled {
+        name: "hyperv",
+        wasm: include_bytes!(env!("LIFEBOAT_BUNDLED_HYPERV")),
+    },
 ];
 
 /// The bundled plugin called `name`.

@@ -1,8 +1,9 @@
 //! `lifeboat demo`: a recovery lab on this machine, made by one command — a
-//! VMware folder site (a VM's `.vmx` and VMDKs), an Azure storage account laid
-//! out as a folder, and an initialised vault with its key file. `demo change`
-//! plays the guest writing to its disks and records the changed areas the way
-//! VMware's changed-block tracking reports them.
+//! VMware folder site (a VM's `.vmx` and VMDKs), a Hyper-V folder site (a VM's
+//! Get-VM export and VHDX disks), an Azure storage account laid out as a
+//! folder, and an initialised vault with its key file. `demo change` plays the
+//! guests writing to their disks and records the changes the way VMware's
+//! changed-block tracking and Hyper-V's resilient change tracking report them.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,13 @@ const DISKS: &[(&str, &str, u64)] = &[
     ("scsi0:1", "web01_1.vmdk", 32 << 20),
 ];
 
+/// The Hyper-V demo VM (generation 2) and its disks, in `Virtual Hard Disks/`.
+const HV_VM: &str = "web02";
+const HV_DISKS: &[(&str, &str, u64)] = &[
+    ("scsi0:0", "web02.vhdx", 64 << 20),
+    ("scsi0:1", "web02_data.vhdx", 32 << 20),
+];
+
 /// What generation `g` of the guest wrote: (disk index, offset, length, seed).
 fn writes(g: u32) -> Vec<(usize, u64, u64, u64)> {
     let mut w = vec![
@@ -75,10 +83,15 @@ fn fill(seed: u64, buf: &mut [u8]) {
     }
 }
 
-/// Write generation `g` of every disk (monolithicSparse VMDKs).
-fn write_disks(vm_dir: &Path, g: u32) -> anyhow::Result<()> {
+/// Write generation `g` of every disk (`disks`, in `format`).
+fn write_disks(
+    vm_dir: &Path,
+    disks: &[(&str, &str, u64)],
+    format: WriteFormat,
+    g: u32,
+) -> anyhow::Result<()> {
     let w = writes(g);
-    for (i, (_, file, size)) in DISKS.iter().enumerate() {
+    for (i, (_, file, size)) in disks.iter().enumerate() {
         // later writes win: apply in order into an in-memory map of regions
         let mut regions: Vec<(u64, Vec<u8>)> = Vec::new();
         for &(d, off, len, seed) in &w {
@@ -91,7 +104,7 @@ fn write_disks(vm_dir: &Path, g: u32) -> anyhow::Result<()> {
         }
         let path = vm_dir.join(file);
         let tmp = vm_dir.join(format!(".{file}.new"));
-        let mut out = lifeboat_disk::create(&tmp, WriteFormat::VmdkMonolithicSparse, *size)
+        let mut out = lifeboat_disk::create(&tmp, format, *size)
             .with_context(|| format!("creating {}", tmp.display()))?;
         // merge overlapping writes into 64 KiB-aligned grains, in ascending order
         let grain = 64u64 << 10;
@@ -148,6 +161,78 @@ fn write_cbt(vm_dir: &Path, g: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `Msvm_ImageManagementService.GetVirtualDiskChanges` answers for each
+/// Hyper-V disk since the previous generation's RCT id, as JSON (see
+/// plugins/hyperv): the writes of generation `g` alone.
+fn write_rct(vm_dir: &Path, g: u32) -> anyhow::Result<()> {
+    let dir = vm_dir.join("rct");
+    std::fs::create_dir_all(&dir)?;
+    let before = writes(g.saturating_sub(1).max(1)).len();
+    let now = writes(g);
+    for (i, (slot, _, size)) in HV_DISKS.iter().enumerate() {
+        let mut ranges: Vec<(u64, u64)> = if g <= 1 {
+            now.iter()
+                .filter(|w| w.0 == i)
+                .map(|w| (w.1, w.2))
+                .collect()
+        } else {
+            now.iter()
+                .skip(before)
+                .filter(|w| w.0 == i)
+                .map(|w| (w.1, w.2))
+                .collect()
+        };
+        ranges.sort_unstable();
+        let id = |n: u32| format!("rct:{HV_VM}-{}:{n}", slot.replace(':', "-"));
+        let json = serde_json::json!({
+            "Path": format!("C:\\Hyper-V\\{HV_VM}\\Virtual Hard Disks\\{}", HV_DISKS[i].1),
+            "LimitId": id(g.saturating_sub(1)),
+            "CurrentId": id(g),
+            "ByteOffset": 0,
+            "ByteLength": size,
+            "ProcessedByteLength": size,
+            "ChangedByteOffsets": ranges.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "ChangedByteLengths": ranges.iter().map(|r| r.1).collect::<Vec<_>>(),
+        });
+        let name = format!("{}.json", slot.replace(':', "-"));
+        std::fs::write(dir.join(name), serde_json::to_string_pretty(&json)? + "\n")?;
+    }
+    std::fs::write(dir.join("generation"), format!("{g}\n"))?;
+    Ok(())
+}
+
+/// `vm.json`: the Get-VM export of the documented PowerShell command.
+fn vm_json() -> String {
+    let drives: Vec<serde_json::Value> = HV_DISKS
+        .iter()
+        .enumerate()
+        .map(|(n, (_, file, _))| {
+            serde_json::json!({
+                "ControllerType": 1,
+                "ControllerNumber": 0,
+                "ControllerLocation": n,
+                "Path": format!("C:\\Hyper-V\\{HV_VM}\\Virtual Hard Disks\\{file}"),
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "VM": {
+            "Name": HV_VM,
+            "Id": "6e3c1c2a-5b7d-4e8f-9a0b-1c2d3e4f5a6b",
+            "Generation": 2,
+            "ProcessorCount": 2,
+            "MemoryStartup": 2147483648u64,
+        },
+        "HardDrives": drives,
+        "NetworkAdapters": [
+            {"Name": "Network Adapter", "SwitchName": "External", "MacAddress": "00155D0A1001", "VlanId": 0},
+            {"Name": "Network Adapter", "SwitchName": "Backend", "MacAddress": "00155D0A1002", "VlanId": 20},
+        ],
+        "Firmware": {"SecureBoot": 0},
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
 fn vmx() -> String {
     let mut s = String::from(
         ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\ndisplayName = \"web01\"\nguestOS = \"debian12-64\"\nfirmware = \"efi\"\nnumvcpus = \"2\"\nmemSize = \"4096\"\nscsi0.present = \"TRUE\"\nscsi0.virtualDev = \"pvscsi\"\n",
@@ -185,8 +270,19 @@ pub async fn run(cmd: DemoCommand) -> Result<u8, Failure> {
             std::fs::create_dir_all(dir.join("azure"))
                 .map_err(|e| anyhow!("creating azure: {e}"))?;
             std::fs::write(vm_dir.join(format!("{VM}.vmx")), vmx()).map_err(|e| anyhow!("{e}"))?;
-            write_disks(&vm_dir, 1)?;
+            write_disks(&vm_dir, DISKS, WriteFormat::VmdkMonolithicSparse, 1)?;
             write_cbt(&vm_dir, 1)?;
+            let hv_dir = dir.join("hyperv").join(HV_VM);
+            std::fs::create_dir_all(hv_dir.join("Virtual Hard Disks"))
+                .map_err(|e| anyhow!("creating {}: {e}", hv_dir.display()))?;
+            std::fs::write(hv_dir.join("vm.json"), vm_json()).map_err(|e| anyhow!("{e}"))?;
+            write_disks(
+                &hv_dir.join("Virtual Hard Disks"),
+                HV_DISKS,
+                WriteFormat::VhdxDynamic,
+                1,
+            )?;
+            write_rct(&hv_dir, 1)?;
             let key_hex = Key::generate_hex().map_err(|e| anyhow!("{e}"))?;
             let key_path = dir.join("vault.key");
             write_private(&key_path, &key_hex)?;
@@ -196,6 +292,9 @@ pub async fn run(cmd: DemoCommand) -> Result<u8, Failure> {
                 .map_err(|e| anyhow!("{e}"))?;
             println!("demo lab ready in {}", dir.display());
             println!("  vmware/{VM}/   VMware folder site: {VM}.vmx, 2 VMDKs, cbt/ change lists");
+            println!(
+                "  hyperv/{HV_VM}/   Hyper-V folder site: vm.json (Get-VM export), 2 VHDX, rct/ change lists"
+            );
             println!("  azure/         Azure storage account (folder)");
             println!("  vault/         vault (key in vault.key)");
             println!("next: lifeboat run workflows/vmware-to-azure/replicate.yaml");
@@ -214,13 +313,27 @@ pub async fn run(cmd: DemoCommand) -> Result<u8, Failure> {
                 .trim()
                 .parse()
                 .map_err(|e| anyhow!("{}: {e}", gen_file.display()))?;
-            write_disks(&vm_dir, g + 1)?;
+            write_disks(&vm_dir, DISKS, WriteFormat::VmdkMonolithicSparse, g + 1)?;
             write_cbt(&vm_dir, g + 1)?;
             let n = writes(g + 1).len() - writes(g).len();
             println!(
                 "the guest of {VM} wrote {n} more areas (generation {}); changed areas are in vmware/{VM}/cbt/",
                 g + 1
             );
+            let hv_dir = dir.join("hyperv").join(HV_VM);
+            if hv_dir.is_dir() {
+                write_disks(
+                    &hv_dir.join("Virtual Hard Disks"),
+                    HV_DISKS,
+                    WriteFormat::VhdxDynamic,
+                    g + 1,
+                )?;
+                write_rct(&hv_dir, g + 1)?;
+                println!(
+                    "the guest of {HV_VM} wrote {n} more areas (generation {}); changed ranges are in hyperv/{HV_VM}/rct/",
+                    g + 1
+                );
+            }
             Ok(0)
         }
     }

@@ -49,6 +49,10 @@ const SDK: &[TemplateFile] = &[
         include_str!("../../../plugins/sdk/src/log.rs"),
     ),
     (
+        "sdk/src/replication.rs",
+        include_str!("../../../plugins/sdk/src/replication.rs"),
+    ),
+    (
         "sdk/src/retention.rs",
         include_str!("../../../plugins/sdk/src/retention.rs"),
     ),

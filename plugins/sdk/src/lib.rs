@@ -43,6 +43,7 @@ pub mod bindings {
 
 pub mod http;
 pub mod log;
+pub mod replication;
 pub mod retention;
 pub mod transfer;
 

@@ -27,18 +27,7 @@ pub struct RetentionIn {
 
 impl RetentionIn {
     fn vm_name(&self) -> Result<String, StepError> {
-        match &self.vm {
-            serde_json::Value::String(s) if !s.is_empty() => Ok(s.clone()),
-            serde_json::Value::Object(o) => match o.get("name") {
-                Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-                _ => Err(StepError::invalid_input(
-                    "`vm` is an object without a `name`; give the VM's name or what `discover` returns",
-                )),
-            },
-            _ => Err(StepError::invalid_input(
-                "`vm` must be the VM's name or what `discover` returns",
-            )),
-        }
+        crate::replication::vm_name(&self.vm)
     }
 
     fn keep(&self) -> Result<u32, StepError> {

@@ -22,6 +22,7 @@ mod vcenter;
 mod vmx;
 
 use lifeboat_plugin_sdk::prelude::*;
+use lifeboat_plugin_sdk::replication::{Ship, consistency, mib};
 use lifeboat_plugin_sdk::retention::Retention;
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent};
 use serde::{Deserialize, Serialize};
@@ -29,14 +30,6 @@ use std::collections::BTreeMap;
 
 use vcenter::{Replication, Route, Session, SnapshotPlan, SnapshotRef, VcenterIn};
 pub use vmx::{Disk, Nic, VcenterFacts, VmConfig};
-
-fn mib(b: u64) -> String {
-    if b >= 10 << 30 {
-        format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
-    }
-}
 
 /// The folder of a site path: `a/b/c.vmx` → `a/b`.
 fn dir_of(path: &str) -> &str {
@@ -327,17 +320,6 @@ struct CaptureIn {
     /// vCenter mode: `crash` (default) or `app` (a quiesced snapshot).
     #[serde(default)]
     consistency: String,
-}
-
-/// `crash` or `app`, from a `consistency` input.
-fn consistency(c: &str) -> Result<&'static str, StepError> {
-    match c {
-        "" | "crash" => Ok("crash"),
-        "app" => Ok("app"),
-        other => Err(StepError::invalid_input(format!(
-            "consistency {other:?} is neither `crash` nor `app`"
-        ))),
-    }
 }
 
 /// vCenter mode of `capture`: the inputs checked, with the VM's facts.
@@ -690,88 +672,6 @@ impl Step for Capture {
         Ok(Outputs::new()
             .set("disks", &disks)
             .set("bytes_to_move", total))
-    }
-}
-
-// ------------------------------------------------------------------ ship
-
-#[derive(Deserialize)]
-struct ShipIn {
-    site: String,
-    vm: VmConfig,
-    disks: Vec<Captured>,
-}
-
-struct Ship;
-
-impl Step for Ship {
-    type Input = ShipIn;
-    fn info() -> StepInfo {
-        StepInfo::new(
-            "ship",
-            "Ship the captured extents of every disk into the workflow's vault (staged until `snapshot`)",
-        )
-        .input(field::string("site").required().doc("The folder site holding the VM's files"))
-        .input(field::object("vm").required().doc("The VM, as `discover` returns it"))
-        .input(field::list("disks").required().doc("What `capture` found"))
-        .output(field::list("staged").doc("Staged disk ids, for `snapshot`"))
-        .output(field::integer("bytes_read").doc("Bytes read from the disks"))
-        .output(field::integer("bytes_new").doc("Bytes the vault did not hold yet"))
-        .output(field::integer("bytes_stored").doc("Bytes written to the vault (compressed, encrypted)"))
-    }
-    fn plan(_: &Context, i: ShipIn) -> Result<Plan, StepError> {
-        if i.disks.is_empty() {
-            return Err(StepError::invalid_input("no disks to ship"));
-        }
-        let total: u64 = i.disks.iter().map(|d| d.bytes).sum();
-        let parts: Vec<String> = i
-            .disks
-            .iter()
-            .map(|d| format!("{} {}", d.name, mib(d.bytes)))
-            .collect();
-        Ok(Plan::new()
-            .action(
-                Action::transfer(
-                    format!("vault/{}", i.vm.name),
-                    format!(
-                        "ship {} disks of {} into the vault, up to {} ({})",
-                        i.disks.len(),
-                        i.vm.name,
-                        mib(total),
-                        parts.join(", ")
-                    ),
-                )
-                .payload(&i.disks),
-            )
-            .output_after_apply("staged")
-            .output_after_apply("bytes_read")
-            .output_after_apply("bytes_new")
-            .output_after_apply("bytes_stored"))
-    }
-    fn apply(_: &Context, i: ShipIn, _: &Action) -> Result<Outputs, StepError> {
-        let (mut staged, mut read, mut new, mut stored) = (Vec::new(), 0u64, 0u64, 0u64);
-        for d in &i.disks {
-            let r = transfer::ship(&i.vm.name, &d.name, &i.site, &d.path, &d.changes)?;
-            lifeboat_plugin_sdk::log::info(
-                "shipped",
-                &[
-                    ("vm", &i.vm.name),
-                    ("disk", &d.name),
-                    ("bytes_read", &r.bytes_read.to_string()),
-                    ("bytes_new", &r.bytes_new.to_string()),
-                    ("bytes_stored", &r.bytes_stored.to_string()),
-                ],
-            );
-            staged.push(r.staged);
-            read += r.bytes_read;
-            new += r.bytes_new;
-            stored += r.bytes_stored;
-        }
-        Ok(Outputs::new()
-            .set("staged", &staged)
-            .set("bytes_read", read)
-            .set("bytes_new", new)
-            .set("bytes_stored", stored))
     }
 }
 

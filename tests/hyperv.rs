@@ -1,0 +1,273 @@
+//! Hyper-V folder site → vault → Azure through the bundled hyperv and azure
+//! plugins and the demo lab: the first copy by allocation map, a guest change,
+//! an incremental that ships only the RCT ranges (counted), both points
+//! restored identical (qemu-img), a stale RCT baseline falling back to hash
+//! comparison (and saying so), a test failover whose ARM body is generation 2,
+//! and bad input — a vm.json with missing fields, a disk not in the site, an
+//! RCT answer that does not cover the disk — each a clear error before anything
+//! moves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{lifeboat, ok, root, text};
+
+const WF: &str = "workflows/hyperv-to-azure/replicate.yaml";
+
+fn run(wf: &Path, lab: &Path, state: &Path, extra: &[&str]) -> Output {
+    lifeboat()
+        .args(["run", "--state-dir"])
+        .arg(state)
+        .arg(wf)
+        .arg("--input")
+        .arg(format!("lab={}", lab.display()))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn points(lab: &Path) -> Vec<serde_json::Value> {
+    let o = lifeboat()
+        .args(["vault", "points", "--json", "--vm", "web02", "--key-file"])
+        .arg(lab.join("vault.key"))
+        .arg(lab.join("vault"))
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(ok(&o).as_bytes())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn output<'a>(run: &'a str, name: &str) -> &'a str {
+    let key = format!("    {name} = ");
+    run.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("no output {name} in:\n{run}"))
+}
+
+fn restore_and_compare(lab: &Path, point: &str, disk: &str, want: &Path) {
+    let out = lab.join(format!("restored-{point}-{}.qcow2", disk.replace(':', "-")));
+    ok(&lifeboat()
+        .args([
+            "vault",
+            "restore",
+            "--vm",
+            "web02",
+            "--point",
+            point,
+            "--disk-name",
+            disk,
+        ])
+        .args(["--format", "qcow2", "--out"])
+        .arg(&out)
+        .arg("--key-file")
+        .arg(lab.join("vault.key"))
+        .arg(lab.join("vault"))
+        .output()
+        .unwrap());
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "vhdx", "-F", "qcow2"])
+        .arg(want)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{point} {disk}: {}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+}
+
+#[test]
+fn replicate_by_rct_then_fail_over_to_azure() {
+    let d = tempfile::tempdir().unwrap();
+    let lab = d.path().join("lab");
+    ok(&lifeboat()
+        .args(["demo", "init"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    let disks = lab.join("hyperv/web02/Virtual Hard Disks");
+    let gen1 = d.path().join("gen1");
+    std::fs::create_dir_all(&gen1).unwrap();
+    for f in ["web02.vhdx", "web02_data.vhdx"] {
+        std::fs::copy(disks.join(f), gen1.join(f)).unwrap();
+        // the lab's disks are valid VHDX files, per qemu
+        let c = Command::new("qemu-img")
+            .args(["check", "-f", "vhdx"])
+            .arg(disks.join(f))
+            .output()
+            .unwrap();
+        assert!(c.status.success(), "{f}: {}", text(&c));
+    }
+    let wf = root().join(WF);
+
+    let first = ok(&run(&wf, &lab, &d.path().join("s1"), &[]));
+    assert!(first.contains("first copy: allocation map"), "{first}");
+    assert!(
+        first.contains("\"generation\":2") && first.contains("\"firmware\":\"uefi\""),
+        "{first}"
+    );
+    assert!(
+        first.contains("\"network\":\"Backend\",\"vlan\":20,\"ip\":\"10.20.0.25\""),
+        "{first}"
+    );
+    let p1 = points(&lab)[0]["id"].as_str().unwrap().to_string();
+
+    // the guest writes 256 KiB + 64 KiB to the OS disk and 128 KiB to the data disk
+    ok(&lifeboat()
+        .args(["demo", "change"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    let second = ok(&run(&wf, &lab, &d.path().join("s2"), &[]));
+    assert!(
+        second.contains("resilient change tracking: 2 ranges since rct:web02-scsi0-0:1"),
+        "{second}"
+    );
+    assert_eq!(
+        output(&second, "bytes_read"),
+        ((256 + 64 + 128) << 10).to_string(),
+        "{second}"
+    );
+    let pts = points(&lab);
+    assert_eq!(pts.len(), 2);
+    let p2 = pts[1]["id"].as_str().unwrap().to_string();
+    assert_eq!(pts[1]["parent"], p1.as_str());
+    // (the point records each disk's RCT id: the third run below shows it)
+
+    restore_and_compare(&lab, &p1, "scsi0:0", &gen1.join("web02.vhdx"));
+    restore_and_compare(&lab, &p1, "scsi0:1", &gen1.join("web02_data.vhdx"));
+    restore_and_compare(&lab, &p2, "scsi0:0", &disks.join("web02.vhdx"));
+    restore_and_compare(&lab, &p2, "scsi0:1", &disks.join("web02_data.vhdx"));
+
+    // two guest changes between runs: the RCT answer's baseline is not the one
+    // the last point recorded → hash comparison, said in the plan and run
+    ok(&lifeboat()
+        .args(["demo", "change"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    ok(&lifeboat()
+        .args(["demo", "change"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    let third = ok(&run(&wf, &lab, &d.path().join("s3"), &[]));
+    assert!(
+        third.contains("RCT id rct:web02-scsi0-0:3 is not the baseline point")
+            && third
+                .contains("(rct:web02-scsi0-0:2): the reference point is gone; hash comparison"),
+        "{third}"
+    );
+    // only what changed is new to the vault: the two generations' writes
+    // overlap on the OS disk (256 KiB at 5 MiB + 192 KiB and + 256 KiB), so
+    // 320 + 64 + 64 KiB there and 2 × 128 KiB on the data disk: 704 KiB
+    assert_eq!(
+        output(&third, "bytes_new"),
+        (704 << 10).to_string(),
+        "{third}"
+    );
+
+    // test failover: generation 2 → hyperVGeneration V2, switches mapped
+    let fo = ok(&run(
+        &root().join("workflows/hyperv-to-azure/failover.yaml"),
+        &lab,
+        &d.path().join("s4"),
+        &[],
+    ));
+    assert!(fo.contains("nic1 (Backend) → isolated test subnet"), "{fo}");
+    let dep =
+        std::fs::read_to_string(lab.join("azure/deployments/lifeboat-failover-web02-test.json"))
+            .unwrap();
+    assert!(dep.contains("\"hyperVGeneration\": \"V2\""), "{dep}");
+    let vhd = lab.join("azure/vhds/web02-test-scsi0-1.vhd");
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "vhdx", "-F", "vpc"])
+        .arg(disks.join("web02_data.vhdx"))
+        .arg(&vhd)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    // fixed VHD, 1 MiB aligned, for an Azure page blob
+    let len = std::fs::metadata(&vhd).unwrap().len();
+    assert_eq!((len - 512) % (1 << 20), 0, "{len}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_before_anything_moves() {
+    let d = tempfile::tempdir().unwrap();
+    let lab = d.path().join("lab");
+    ok(&lifeboat()
+        .args(["demo", "init"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    let vm_json = lab.join("hyperv/web02/vm.json");
+    let good = std::fs::read_to_string(&vm_json).unwrap();
+    let wf = root().join(WF);
+    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+        (
+            "missing-fields",
+            Box::new(|| {
+                std::fs::write(&vm_json, good.replace("\"ProcessorCount\": 2,", "")).unwrap()
+            }),
+            "not the JSON of the documented Get-VM export",
+        ),
+        (
+            "missing-disk",
+            Box::new(|| {
+                std::fs::rename(
+                    lab.join("hyperv/web02/Virtual Hard Disks/web02_data.vhdx"),
+                    lab.join("hyperv/web02/gone.vhdx"),
+                )
+                .unwrap()
+            }),
+            "disk scsi0:1 of web02 (C:\\Hyper-V\\web02\\Virtual Hard Disks\\web02_data.vhdx) is not in site `hyperv`",
+        ),
+    ];
+    for (name, break_it, want) in cases {
+        break_it();
+        let o = run(&wf, &lab, &d.path().join(name), &[]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {t}");
+        assert!(t.contains(want), "{name}: expected {want:?} in:\n{t}");
+        assert!(points(&lab).is_empty(), "{name}: something was shipped");
+        // put it back
+        std::fs::write(&vm_json, &good).unwrap();
+        let gone = lab.join("hyperv/web02/gone.vhdx");
+        if gone.exists() {
+            std::fs::rename(
+                &gone,
+                lab.join("hyperv/web02/Virtual Hard Disks/web02_data.vhdx"),
+            )
+            .unwrap();
+        }
+    }
+    // an RCT answer that stops short of the end of the disk
+    ok(&run(&wf, &lab, &d.path().join("first"), &[]));
+    let rct = lab.join("hyperv/web02/rct/scsi0-1.json");
+    let short = std::fs::read_to_string(&rct).unwrap().replace(
+        "\"ProcessedByteLength\": 33554432",
+        "\"ProcessedByteLength\": 1048576",
+    );
+    std::fs::write(&rct, short).unwrap();
+    let o = run(&wf, &lab, &d.path().join("short"), &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("call GetVirtualDiskChanges until ProcessedByteLength covers the whole disk"),
+        "{t}"
+    );
+    assert_eq!(points(&lab).len(), 1);
+}
