@@ -216,7 +216,8 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
     let vm_json = lab.join("hyperv/web02/vm.json");
     let good = std::fs::read_to_string(&vm_json).unwrap();
     let wf = root().join(WF);
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "missing-fields",
             Box::new(|| {
@@ -270,4 +271,54 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
         "{t}"
     );
     assert_eq!(points(&lab).len(), 1);
+}
+
+/// A differencing disk whose parent is missing is a clear error naming the
+/// parent and where it was looked for; a parent outside the site is refused.
+#[test]
+fn broken_or_escaping_differencing_chains_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let lab = d.path().join("lab");
+    ok(&lifeboat()
+        .args(["demo", "init"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    let vm = lab.join("hyperv/web02");
+    let disks = vm.join("Virtual Hard Disks");
+    let child = disks.join("web02_CHILD.avhdx");
+    lifeboat_disk::create_vhdx_differencing(
+        &child,
+        disks.join("web02.vhdx"),
+        "web02.vhdx",
+        &[(0, vec![7u8; 4096])],
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(vm.join("vm.json")).unwrap();
+    std::fs::write(
+        vm.join("vm.json"),
+        config.replace(
+            "Virtual Hard Disks\\\\web02.vhdx",
+            "Virtual Hard Disks\\\\web02_CHILD.avhdx",
+        ),
+    )
+    .unwrap();
+    let wf = root().join(WF);
+
+    // the parent moved out of the site (a symlink left in its place)
+    let outside = d.path().join("outside.vhdx");
+    std::fs::rename(disks.join("web02.vhdx"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, disks.join("web02.vhdx")).unwrap();
+    let o = run(&wf, &lab, &d.path().join("s1"), &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("denied") && t.contains("outside"), "{t}");
+
+    // the parent is gone
+    std::fs::remove_file(disks.join("web02.vhdx")).unwrap();
+    let o = run(&wf, &lab, &d.path().join("s2"), &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("bad-disk") && t.contains("web02.vhdx"), "{t}");
+    assert!(points(&lab).is_empty(), "nothing may be shipped");
 }

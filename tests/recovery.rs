@@ -92,6 +92,75 @@ fn run(wf: &Path, lab: &Path, state: &Path, extra: &[&str]) -> Output {
     c.output().unwrap()
 }
 
+/// The scenario's failover workflow with its `azure` site turned into the
+/// Azurite container `vhds` (page blobs), written next to the lab.
+fn azurite_failover(
+    az: &common::azurite::Azurite,
+    scenario: &str,
+    dir: &Path,
+) -> std::path::PathBuf {
+    let failover = dir.join("failover.yaml");
+    let text = std::fs::read_to_string(root().join(format!("workflows/{scenario}/failover.yaml")))
+        .unwrap();
+    let site = "    path: \"${{ inputs.lab }}/azure\"\n";
+    assert!(
+        text.contains(site),
+        "failover.yaml's azure site changed: update this test"
+    );
+    let text = text.replace(
+        site,
+        &format!(
+            "    url: \"{}\"\n    key: storage_key\n",
+            az.container_url("vhds")
+        ),
+    );
+    // the site is the `vhds` container itself: blob names carry no container
+    let text = text.replace(
+        "      container: vhds\n",
+        "      container: vhds\n      site_layout: container\n",
+    );
+    assert!(text.contains("site_layout: container"));
+    let text = if text.contains("\nsecrets:\n") {
+        text.replace(
+            "\nsecrets:\n",
+            "\nsecrets:\n  storage_key: { env: TEST_STORAGE_KEY }\n",
+        )
+    } else {
+        text.replace(
+            "\nsites:\n",
+            "\nsecrets:\n  storage_key: { env: TEST_STORAGE_KEY }\n\nsites:\n",
+        )
+    };
+    std::fs::write(&failover, text).unwrap();
+    failover
+}
+
+/// Test failovers of the latest point and of `p1`, each booted: the latest
+/// shows the second state, `p1` the first.
+fn boot_points(failover: &Path, lab: &Path, dir: &Path, p1: &str, report: &mut Vec<String>) {
+    for (point, want) in [("latest", "state=second"), (p1, "state=first")] {
+        let t = Instant::now();
+        let out = run(
+            failover,
+            lab,
+            &dir.join(format!("f-{point}")),
+            &[&format!("point={point}"), "boot=true"],
+        );
+        let out = ok(&out);
+        let line = output(&out, "line");
+        assert!(line.contains(want), "failover of {point}: {line}\n{out}");
+        assert!(
+            !out.contains(common::azurite::KEY),
+            "the storage key leaked"
+        );
+        report.push(format!(
+            "failover {point} (restore + ARM + boot): {:.1} s, boot to health {} s",
+            t.elapsed().as_secs_f64(),
+            output(&out, "seconds")
+        ));
+    }
+}
+
 #[test]
 fn vmware_to_azure_boot_verified() {
     let d = tempfile::tempdir().unwrap();
@@ -147,64 +216,108 @@ fn vmware_to_azure_boot_verified() {
 
     // the recovery site: an Azure storage account (Azurite), page blobs
     let az = common::azurite::Azurite::start();
-    let failover = d.path().join("failover.yaml");
-    let text =
-        std::fs::read_to_string(root().join("workflows/vmware-to-azure/failover.yaml")).unwrap();
-    let site = "    path: \"${{ inputs.lab }}/azure\"\n";
-    assert!(
-        text.contains(site),
-        "failover.yaml's azure site changed: update this test"
-    );
-    let text = text.replace(
-        site,
-        &format!(
-            "    url: \"{}\"\n    key: storage_key\n",
-            az.container_url("vhds")
-        ),
-    );
-    // the site is the `vhds` container itself: blob names carry no container
-    let text = text.replace(
-        "      container: vhds\n",
-        "      container: vhds\n      site_layout: container\n",
-    );
-    assert!(text.contains("site_layout: container"));
-    let text = if text.contains("\nsecrets:\n") {
-        text.replace(
-            "\nsecrets:\n",
-            "\nsecrets:\n  storage_key: { env: TEST_STORAGE_KEY }\n",
-        )
-    } else {
-        text.replace(
-            "\nsites:\n",
-            "\nsecrets:\n  storage_key: { env: TEST_STORAGE_KEY }\n\nsites:\n",
-        )
-    };
-    std::fs::write(&failover, text).unwrap();
+    let failover = azurite_failover(&az, "vmware-to-azure", d.path());
 
     let mut report = vec![
         format!("replicate full: {full_s:.1} s"),
         format!("replicate incremental: {inc_s:.1} s ({changed} bytes changed, {changed} shipped)"),
     ];
-    for (point, want) in [("latest", "state=second"), (p1.as_str(), "state=first")] {
-        let t = Instant::now();
-        let out = run(
-            &failover,
-            &lab,
-            &d.path().join(format!("f-{point}")),
-            &[&format!("point={point}"), "boot=true"],
-        );
-        let out = ok(&out);
-        let line = output(&out, "line");
-        assert!(line.contains(want), "failover of {point}: {line}\n{out}");
-        assert!(
-            !out.contains(common::azurite::KEY),
-            "the storage key leaked"
-        );
-        report.push(format!(
-            "failover {point} (restore + ARM + boot): {:.1} s, boot to health {} s",
-            t.elapsed().as_secs_f64(),
-            output(&out, "seconds")
-        ));
-    }
+    boot_points(&failover, &lab, d.path(), &p1, &mut report);
+    eprintln!("{}", report.join("\n"));
+}
+
+/// Hyper-V → Azure, end to end and boot-verified, through a differencing
+/// chain: the bootable disk is the VM's VHDX; after the first replication a
+/// checkpoint makes a differencing child (`.avhdx`) that takes the guest's
+/// writes, RCT reports the ranges written, the incremental ships exactly those
+/// from the chain, and test failovers boot the second state (latest) and the
+/// first (the first point).
+#[test]
+fn hyperv_chain_to_azure_boot_verified() {
+    let d = tempfile::tempdir().unwrap();
+    let lab = d.path().join("lab");
+    ok(&lifeboat()
+        .args(["demo", "init"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    let vm = lab.join("hyperv/web02");
+    let disks = vm.join("Virtual Hard Disks");
+
+    // the OS disk: a bootable Linux (BIOS: a generation 1 VM) as VHDX
+    let raw = d.path().join("os.raw");
+    lab_script("make-boot-disk.sh", &[raw.as_os_str(), "first".as_ref()]);
+    let base = disks.join("web02.vhdx");
+    std::fs::remove_file(&base).unwrap();
+    sh(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "vhdx"])
+        .arg(&raw)
+        .arg(&base));
+    let config = std::fs::read_to_string(vm.join("vm.json")).unwrap();
+    let config = config.replace("\"Generation\": 2", "\"Generation\": 1");
+    std::fs::write(vm.join("vm.json"), &config).unwrap();
+
+    let replicate = root().join("workflows/hyperv-to-azure/replicate.yaml");
+    let t = Instant::now();
+    let full = ok(&run(&replicate, &lab, &d.path().join("r1"), &[]));
+    let full_s = t.elapsed().as_secs_f64();
+    let p1 = output(&full, "point").trim_matches('"').to_string();
+
+    // a checkpoint: the guest now writes into a differencing child of the base
+    let before = d.path().join("os-first.raw");
+    std::fs::copy(&raw, &before).unwrap();
+    lab_script("set-state.sh", &[raw.as_os_str(), "second".as_ref()]);
+    let areas = changed_areas(&before, &raw);
+    let changed: u64 = areas.iter().map(|a| a.1).sum();
+    assert!(changed > 0 && changed < 4 << 20, "{areas:?}");
+    let new = std::fs::read(&raw).unwrap();
+    let writes: Vec<(u64, Vec<u8>)> = areas
+        .iter()
+        .map(|&(o, l)| (o, new[o as usize..(o + l) as usize].to_vec()))
+        .collect();
+    let child = disks.join("web02_6E3C1C2A-5B7D-4E8F-9A0B-1C2D3E4F5A6B.avhdx");
+    lifeboat_disk::create_vhdx_differencing(&child, &base, "web02.vhdx", &writes).unwrap();
+    std::fs::write(
+        vm.join("vm.json"),
+        config.replace(
+            "Virtual Hard Disks\\\\web02.vhdx",
+            "Virtual Hard Disks\\\\web02_6E3C1C2A-5B7D-4E8F-9A0B-1C2D3E4F5A6B.avhdx",
+        ),
+    )
+    .unwrap();
+    // RCT: the OS disk's ranges since the id the first point recorded; no change on the data disk
+    let rct = |slot: &str, size: u64, ranges: &[(u64, u64)]| {
+        serde_json::json!({
+            "LimitId": format!("rct:web02-{slot}:1"),
+            "CurrentId": format!("rct:web02-{slot}:2"),
+            "ByteOffset": 0,
+            "ProcessedByteLength": size,
+            "ChangedByteOffsets": ranges.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "ChangedByteLengths": ranges.iter().map(|r| r.1).collect::<Vec<_>>(),
+        })
+        .to_string()
+    };
+    let os_size = std::fs::metadata(&raw).unwrap().len();
+    std::fs::write(vm.join("rct/scsi0-0.json"), rct("scsi0-0", os_size, &areas)).unwrap();
+    std::fs::write(vm.join("rct/scsi0-1.json"), rct("scsi0-1", 32 << 20, &[])).unwrap();
+
+    let t = Instant::now();
+    let inc = ok(&run(&replicate, &lab, &d.path().join("r2"), &[]));
+    let inc_s = t.elapsed().as_secs_f64();
+    assert!(inc.contains("\"format\":\"VHDX (differencing)\""), "{inc}");
+    assert!(inc.contains("resilient change tracking"), "{inc}");
+    assert_eq!(output(&inc, "bytes_read"), changed.to_string(), "{inc}");
+    let p2 = output(&inc, "point").trim_matches('"').to_string();
+    assert_ne!(p1, p2);
+
+    let az = common::azurite::Azurite::start();
+    let failover = azurite_failover(&az, "hyperv-to-azure", d.path());
+    let mut report = vec![
+        format!("hyper-v replicate full: {full_s:.1} s"),
+        format!(
+            "hyper-v replicate incremental (chain): {inc_s:.1} s ({changed} bytes changed, {changed} shipped)"
+        ),
+    ];
+    boot_points(&failover, &lab, d.path(), &p1, &mut report);
     eprintln!("{}", report.join("\n"));
 }

@@ -219,7 +219,11 @@ fn vault_err(e: VaultError) -> StepError {
 }
 
 fn disk_err(path: &str, e: lifeboat_disk::DiskError) -> StepError {
-    step_err("bad-disk", format!("{path}: {e}"))
+    let code = match &e {
+        lifeboat_disk::DiskError::OutsideRoot { .. } => "denied",
+        _ => "bad-disk",
+    };
+    step_err(code, format!("{path}: {e}"))
 }
 
 /// `p` with symlinks resolved; `code` names the error when it cannot be.
@@ -440,6 +444,9 @@ fn blob_err(site: &str, path: &str, e: azblob::BlobError) -> StepError {
 /// downloaded copy (removed when dropped) for a blob site.
 struct Local {
     path: PathBuf,
+    /// What a disk's parent chain must stay inside: the site's folder (or the
+    /// temporary folder of a downloaded blob).
+    root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -448,6 +455,7 @@ impl PluginCaps {
         match self.blob(site, path, need)? {
             None => Ok(Local {
                 path: self.existing(site, path, need)?,
+                root: canonical(&self.site_root(site, need)?, site, "not-found")?,
                 _tmp: None,
             }),
             Some((c, name)) => {
@@ -461,6 +469,7 @@ impl PluginCaps {
                     .map_err(|e| blob_err(site, path, e))?;
                 Ok(Local {
                     path: file,
+                    root: tmp.path().to_path_buf(),
                     _tmp: Some(tmp),
                 })
             }
@@ -697,10 +706,11 @@ impl Transfer for PluginCaps {
     fn inspect_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, DiskInfo> {
         Box::pin(async move {
             let local = self.local(site, path, Access::Read).await?;
-            let p = local.path.clone();
+            let (p, root) = (local.path.clone(), local.root.clone());
             let label = format!("{site}:{path}");
             blocking(move || {
-                let mut r = lifeboat_disk::open(&p).map_err(|e| disk_err(&label, e))?;
+                let mut r =
+                    lifeboat_disk::open_confined(&p, &root).map_err(|e| disk_err(&label, e))?;
                 let alloc = r.allocation().map_err(|e| disk_err(&label, e))?;
                 Ok(DiskInfo {
                     format: r.format().to_string(),
@@ -720,10 +730,11 @@ impl Transfer for PluginCaps {
     fn allocated_extents<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<Extent>> {
         Box::pin(async move {
             let local = self.local(site, path, Access::Read).await?;
-            let p = local.path.clone();
+            let (p, root) = (local.path.clone(), local.root.clone());
             let label = format!("{site}:{path}");
             blocking(move || {
-                let mut r = lifeboat_disk::open(&p).map_err(|e| disk_err(&label, e))?;
+                let mut r =
+                    lifeboat_disk::open_confined(&p, &root).map_err(|e| disk_err(&label, e))?;
                 Ok(r.allocation()
                     .map_err(|e| disk_err(&label, e))?
                     .into_iter()
@@ -756,6 +767,18 @@ impl Transfer for PluginCaps {
         Box::pin(async move {
             let v = self.vault(Access::Write, "ship").await?;
             let source = self.local(&req.site, &req.path, Access::Read).await?;
+            // every file of a differencing chain must lie inside the site
+            let (p, root, label) = (
+                source.path.clone(),
+                source.root.clone(),
+                format!("{}:{}", req.site, req.path),
+            );
+            blocking(move || {
+                lifeboat_disk::open_confined(&p, &root)
+                    .map(drop)
+                    .map_err(|e| disk_err(&label, e))
+            })
+            .await?;
             let changed = match req.changes {
                 Changes::Full => ChangedSource::Full,
                 Changes::Extents(l) => ChangedSource::List(

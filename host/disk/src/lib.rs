@@ -3,28 +3,39 @@
 //! * [`detect`] identifies an image by its content (never by its file name).
 //! * [`open`] gives a streaming [`DiskReader`] with an allocation map, so callers read
 //!   only what is allocated; unallocated regions read as zeros and are never read from
-//!   the file.
+//!   the file. A differencing VHDX or VHD is opened with its whole parent chain;
+//!   [`open_confined`] refuses any file of an image outside a root directory, and
+//!   [`chain`] lists the files an image is made of.
 //! * [`create`] gives a [`DiskWriter`] that takes data in **ascending offset order**
 //!   (each write must start at or after the end of the previous one) and never writes
 //!   holes: units (clusters, grains, blocks) that stay all-zero are not allocated.
 //! * [`copy_to`] streams the allocated extents of a reader into a writer with a bounded
 //!   buffer.
+//! * [`create_vhdx_differencing`] and [`create_vhd_differencing`] make a differencing
+//!   child of a VHDX or VHD (for labs and tests: Hyper-V checkpoints without Hyper-V).
 //!
 //! Memory is bounded: readers keep only their top-level tables plus a small cache of
 //! second-level tables; writers hold one unit and one second-level table at a time.
 //! See `docs/disk-formats.md` for the format facts relied on and the known limits.
 
+mod chain;
 mod error;
 mod qcow2;
 mod raw;
 mod util;
 mod vhd;
+mod vhd_diff;
 mod vhdx;
+mod vhdx_diff;
 mod vmdk;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use chain::Opts;
 
 pub use error::DiskError;
+pub use vhd_diff::create_vhd_differencing;
+pub use vhdx_diff::{VhdxChildOptions, create_vhdx_differencing, create_vhdx_differencing_with};
 
 /// A readable disk image format (with its sub-format), as found by [`detect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,8 +47,14 @@ pub enum Format {
     },
     VhdFixed,
     VhdDynamic,
+    /// A differencing VHD (a Virtual PC / Hyper-V child disk, often `.avhd`), read
+    /// through its whole parent chain.
+    VhdDifferencing,
     VhdxFixed,
     VhdxDynamic,
+    /// A differencing VHDX (a Hyper-V checkpoint or child disk, often `.avhdx`), read
+    /// through its whole parent chain.
+    VhdxDifferencing,
     VmdkMonolithicSparse,
     VmdkStreamOptimized,
     VmdkMonolithicFlat,
@@ -51,8 +68,8 @@ impl Format {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 { .. } => "qcow2",
-            Format::VhdFixed | Format::VhdDynamic => "vpc",
-            Format::VhdxFixed | Format::VhdxDynamic => "vhdx",
+            Format::VhdFixed | Format::VhdDynamic | Format::VhdDifferencing => "vpc",
+            Format::VhdxFixed | Format::VhdxDynamic | Format::VhdxDifferencing => "vhdx",
             Format::VmdkMonolithicSparse
             | Format::VmdkStreamOptimized
             | Format::VmdkMonolithicFlat
@@ -69,8 +86,10 @@ impl std::fmt::Display for Format {
             Format::Qcow2 { version } => write!(f, "qcow2 (v{version})"),
             Format::VhdFixed => write!(f, "VHD (fixed)"),
             Format::VhdDynamic => write!(f, "VHD (dynamic)"),
+            Format::VhdDifferencing => write!(f, "VHD (differencing)"),
             Format::VhdxFixed => write!(f, "VHDX (fixed)"),
             Format::VhdxDynamic => write!(f, "VHDX (dynamic)"),
+            Format::VhdxDifferencing => write!(f, "VHDX (differencing)"),
             Format::VmdkMonolithicSparse => write!(f, "VMDK (monolithicSparse)"),
             Format::VmdkStreamOptimized => write!(f, "VMDK (streamOptimized)"),
             Format::VmdkMonolithicFlat => write!(f, "VMDK (monolithicFlat)"),
@@ -124,8 +143,14 @@ pub trait DiskReader: Send {
     fn format(&self) -> Format;
     /// Size of the virtual disk in bytes.
     fn virtual_size(&self) -> u64;
+    /// Every host file this reader reads, as opened (not canonicalised): the image's own
+    /// file first, then a differencing VHDX's or VHD's parents from the nearest to the
+    /// base, or a VMDK descriptor's extent files. [`chain`] gives them canonical.
+    fn files(&self) -> Vec<PathBuf>;
     /// Allocated ranges, ascending, non-overlapping, adjacent ranges of one kind merged.
-    /// Everything not listed reads as zeros.
+    /// Everything not listed reads as zeros. For a differencing VHDX or VHD this is the
+    /// map of the whole chain: what the child holds, and what each parent holds where
+    /// the levels above it leave the range to it.
     fn allocation(&mut self) -> Result<Vec<Extent>, DiskError>;
     /// Fills `buf` with the virtual disk's bytes at `offset`; the range must lie within
     /// the virtual size.
@@ -149,9 +174,43 @@ pub fn detect(path: impl AsRef<Path>) -> Result<Format, DiskError> {
     Ok(open(path)?.format())
 }
 
-/// Opens the image at `path` for reading, whatever its format.
+/// Opens the image at `path` for reading, whatever its format. A differencing VHDX or
+/// VHD is opened with its whole parent chain (see `docs/disk-formats.md` for where
+/// parents are looked for and how they are checked); other formats' backing files are
+/// refused with [`DiskError::BackingFile`]. Parents are not confined: see
+/// [`open_confined`].
 pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn DiskReader>, DiskError> {
+    open_with(path.as_ref(), &Opts::default())
+}
+
+/// Like [`open`], but every file the image is made of — the image itself, a
+/// differencing VHDX's or VHD's parents, a VMDK descriptor's extent files — must have its
+/// canonical path (symlinks resolved) inside `root`; otherwise the open fails with
+/// [`DiskError::OutsideRoot`] naming the file, before that file is read.
+pub fn open_confined(
+    path: impl AsRef<Path>,
+    root: impl AsRef<Path>,
+) -> Result<Box<dyn DiskReader>, DiskError> {
     let path = path.as_ref();
+    let opts = Opts {
+        root: Some(chain::canonical(root.as_ref())?),
+    };
+    opts.admit(path, path)?;
+    open_with(path, &opts)
+}
+
+/// The files the image at `path` is made of, canonical, the image first: for a
+/// differencing VHDX or VHD its parents follow from the nearest to the base; for a VMDK
+/// descriptor, its extent files. The image is fully opened (and checked) to find them.
+pub fn chain(path: impl AsRef<Path>) -> Result<Vec<PathBuf>, DiskError> {
+    open(path)?
+        .files()
+        .iter()
+        .map(|p| chain::canonical(p))
+        .collect()
+}
+
+fn open_with(path: &Path, opts: &Opts) -> Result<Box<dyn DiskReader>, DiskError> {
     let file = util::open_ro(path)?;
     let probe = util::Ctx::new(path, "disk");
     let len = probe.file_len(&file)?;
@@ -164,23 +223,23 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn DiskReader>, DiskError> {
         return Ok(Box::new(qcow2::Qcow2Reader::open(path, file)?));
     }
     if head.starts_with(b"KDMV") || head.starts_with(b"# Disk DescriptorFile") {
-        return vmdk::open(path, file, &head);
+        return vmdk::open(path, file, &head, opts);
     }
     if head.starts_with(b"COWD") {
         return Err(util::Ctx::new(path, "VMDK")
             .unsupported("VMware 3 (COWD) sparse extents are not supported"));
     }
     if head.starts_with(b"vhdxfile") {
-        return Ok(Box::new(vhdx::VhdxReader::open(path, file)?));
+        return Ok(Box::new(vhdx::VhdxReader::open(path, file, opts)?));
     }
     if head.starts_with(b"conectix") {
-        return Ok(Box::new(vhd::VhdReader::open(path, file, len)?));
+        return Ok(Box::new(vhd::VhdReader::open(path, file, len, opts)?));
     }
     if len >= 512 {
         let mut tail = [0u8; 512];
         probe.read_exact_at(&file, &mut tail, len - 512, "last sector")?;
         if tail.starts_with(b"conectix") {
-            return Ok(Box::new(vhd::VhdReader::open(path, file, len)?));
+            return Ok(Box::new(vhd::VhdReader::open(path, file, len, opts)?));
         }
     }
     Ok(Box::new(raw::RawReader::open(path, file)?))

@@ -200,6 +200,9 @@ impl DiskReader for Qcow2Reader {
     fn virtual_size(&self) -> u64 {
         self.size
     }
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.ctx.path.clone()]
+    }
     fn allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
         let cs = self.cluster_size();
         let l2_entries = cs / 8;

@@ -38,6 +38,9 @@ impl DiskReader for RawReader {
     fn virtual_size(&self) -> u64 {
         self.size
     }
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.ctx.path.clone()]
+    }
     fn allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
         let mut list = ExtentList::default();
         for (s, e) in util::file_data_ranges(&self.ctx, &self.file, 0, self.size)? {

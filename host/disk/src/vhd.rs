@@ -1,22 +1,26 @@
 //! VHD (Microsoft Virtual Hard Disk, "vpc"). A 512-byte big-endian footer closes the file
 //! (and is copied at offset 0 in dynamic disks); fixed disks are the raw data followed by
 //! the footer, dynamic disks add a header, a block allocation table (BAT) and blocks that
-//! each start with a sector bitmap.
+//! each start with a sector bitmap. A differencing disk is opened with its parent chain:
+//! unallocated blocks and sectors whose bitmap bit is clear read from the parent, found
+//! through the parent locators and checked by its unique id.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::chain::{self, Opts, Seen, overlay, sector_runs};
 use crate::raw::check_range;
 use crate::util::{self, Assembler, Ctx, ExtentList, UnitSink, be32, be64, div_ceil};
 use crate::{DiskError, DiskReader, DiskWriter, Extent, ExtentKind, Format};
 
 const FIXED: u32 = 2;
 const DYNAMIC: u32 = 3;
-const DIFFERENCING: u32 = 4;
+pub(crate) const DIFFERENCING: u32 = 4;
 const UNALLOCATED: u32 = 0xffff_ffff;
 
 /// One's complement of the byte sum, skipping the 4-byte checksum field at `skip`.
-fn checksum(b: &[u8], skip: usize) -> u32 {
+pub(crate) fn checksum(b: &[u8], skip: usize) -> u32 {
     let mut sum = 0u32;
     for (i, &x) in b.iter().enumerate() {
         if i < skip || i >= skip + 4 {
@@ -31,6 +35,14 @@ pub(crate) struct VhdReader {
     file: File,
     size: u64,
     kind: Kind,
+    /// The footer's unique id: a child's header names its parent by it.
+    unique_id: [u8; 16],
+    /// The footer's timestamp (seconds since 2000-01-01).
+    timestamp: u32,
+    /// The footer's CHS geometry bytes.
+    geometry: [u8; 4],
+    /// The opened parent of a differencing disk.
+    parent: Option<Box<VhdReader>>,
 }
 
 enum Kind {
@@ -42,6 +54,50 @@ enum Kind {
         /// The sector bitmap of the last block read.
         bitmap: Option<(u64, Vec<u8>)>,
     },
+}
+
+/// Where a differencing VHD's parent is and who it is (dynamic header, VHD spec).
+pub(crate) struct VhdLocator {
+    /// The parent's footer unique id.
+    parent_id: [u8; 16],
+    /// Parent Unicode Name (the parent's file name).
+    name: String,
+    /// `W2ru` (relative Windows path) and `W2ku` (absolute) locators, and `MacX`.
+    relative: Option<String>,
+    absolute: Option<String>,
+    mac: Option<String>,
+}
+
+impl VhdLocator {
+    fn recorded(&self) -> String {
+        self.relative
+            .as_ref()
+            .or(self.absolute.as_ref())
+            .cloned()
+            .unwrap_or_else(|| self.name.clone())
+    }
+}
+
+const W2RU: u32 = u32::from_be_bytes(*b"W2ru");
+const W2KU: u32 = u32::from_be_bytes(*b"W2ku");
+const MACX: u32 = u32::from_be_bytes(*b"MacX");
+/// Largest parent locator we read.
+const MAX_LOCATOR: u64 = 64 << 10;
+
+fn utf16(b: &[u8], big_endian: bool) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| {
+            let pair = [c[0], c[1]];
+            if big_endian {
+                u16::from_be_bytes(pair)
+            } else {
+                u16::from_le_bytes(pair)
+            }
+        })
+        .take_while(|&c| c != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
 }
 
 fn check_footer(ctx: &Ctx, f: &[u8]) -> Result<(), DiskError> {
@@ -60,8 +116,138 @@ fn check_footer(ctx: &Ctx, f: &[u8]) -> Result<(), DiskError> {
     Ok(())
 }
 
+fn parse_locator(ctx: &Ctx, file: &File, len: u64, h: &[u8]) -> Result<VhdLocator, DiskError> {
+    let mut loc = VhdLocator {
+        parent_id: util::bytes(h, 40),
+        name: utf16(h.get(64..576).unwrap_or_default(), true),
+        relative: None,
+        absolute: None,
+        mac: None,
+    };
+    for i in 0..8 {
+        let e = 576 + i * 24;
+        let code = be32(h, e);
+        let data_len = u64::from(be32(h, e + 8));
+        let data_off = be64(h, e + 16);
+        if code == 0 || data_len == 0 || !matches!(code, W2RU | W2KU | MACX) {
+            continue;
+        }
+        if data_len > MAX_LOCATOR || data_off.saturating_add(data_len) > len {
+            return Err(ctx.corrupt(format!(
+                "parent locator {i} ({data_len} bytes at offset {data_off}) is too large or lies beyond the end of the file"
+            )));
+        }
+        let mut data = vec![0u8; data_len as usize];
+        ctx.read_exact_at(file, &mut data, data_off, "parent locator")?;
+        match code {
+            W2RU => loc.relative = Some(utf16(&data, false)),
+            W2KU => loc.absolute = Some(utf16(&data, false)),
+            _ => loc.mac = Some(String::from_utf8_lossy(&data).trim_end_matches('\0').into()),
+        }
+    }
+    if loc.relative.is_none() && loc.absolute.is_none() && loc.mac.is_none() && loc.name.is_empty()
+    {
+        return Err(ctx.corrupt(
+            "differencing disk names no parent (no W2ru, W2ku or MacX locator and no parent name)",
+        ));
+    }
+    Ok(loc)
+}
+
+/// Whether the file at `path` (of `len` bytes) ends in a VHD footer.
+fn is_vhd(file: &File, len: u64) -> bool {
+    let mut f = [0u8; 8];
+    len >= 512 && file.read_exact_at(&mut f, len - 512).is_ok() && &f == b"conectix"
+}
+
 impl VhdReader {
-    pub fn open(path: &Path, file: File, len: u64) -> Result<Self, DiskError> {
+    /// Opens a VHD and, when it is a differencing disk, its whole parent chain.
+    pub fn open(path: &Path, file: File, len: u64, opts: &Opts) -> Result<Self, DiskError> {
+        let (top, loc) = Self::parse(path, file, len)?;
+        let Some(loc) = loc else {
+            return Ok(top);
+        };
+        let mut seen = Seen::default();
+        seen.add(path, chain::canonical(path)?, "VHD")?;
+        let mut next = Some(loc);
+        let mut levels = vec![top];
+        while let Some(loc) = next.take() {
+            let Some(child) = levels.last() else {
+                break;
+            };
+            let (parent, ploc) = child.open_parent(&loc, opts, &mut seen)?;
+            levels.push(parent);
+            next = ploc;
+        }
+        let mut below: Option<Box<VhdReader>> = None;
+        while let Some(mut r) = levels.pop() {
+            r.parent = below;
+            below = Some(Box::new(r));
+        }
+        match below {
+            Some(top) => Ok(*top),
+            None => Err(Ctx::new(path, "VHD").corrupt("empty chain")),
+        }
+    }
+
+    /// Finds, checks and parses the parent `loc` describes (not yet its own parent).
+    fn open_parent(
+        &self,
+        loc: &VhdLocator,
+        opts: &Opts,
+        seen: &mut Seen,
+    ) -> Result<(VhdReader, Option<VhdLocator>), DiskError> {
+        let child = &self.ctx.path;
+        let tried = chain::candidates(
+            child,
+            loc.relative.as_deref(),
+            &[
+                loc.absolute.as_deref(),
+                Some(loc.name.as_str()).filter(|n| !n.is_empty()),
+                loc.mac.as_deref(),
+            ],
+        );
+        let Some(found) = tried.iter().find(|p| p.is_file()).cloned() else {
+            return Err(DiskError::MissingParent {
+                path: child.clone(),
+                format: "VHD",
+                parent: loc.recorded(),
+                tried,
+            });
+        };
+        opts.admit(child, &found)?;
+        seen.add(child, chain::canonical(&found)?, "VHD")?;
+        let mismatch = |what: String| DiskError::ParentMismatch {
+            path: child.clone(),
+            format: "VHD",
+            parent: found.clone(),
+            what,
+        };
+        let file = util::open_ro(&found)?;
+        let len = Ctx::new(&found, "VHD").file_len(&file)?;
+        if !is_vhd(&file, len) {
+            return Err(mismatch("it is not a VHD file".into()));
+        }
+        let (p, ploc) = VhdReader::parse(&found, file, len)?;
+        if p.unique_id != loc.parent_id {
+            return Err(mismatch(format!(
+                "the child records parent unique id {} but the parent's is {}",
+                hex(&loc.parent_id),
+                hex(&p.unique_id)
+            )));
+        }
+        if p.size != self.size {
+            return Err(mismatch(format!(
+                "the child's virtual size is {} bytes but the parent's is {}",
+                self.size, p.size
+            )));
+        }
+        Ok((p, ploc))
+    }
+
+    /// Parses one VHD file; a differencing disk's parent is not opened (`parent` stays
+    /// `None`) and its locator is returned instead.
+    fn parse(path: &Path, file: File, len: u64) -> Result<(Self, Option<VhdLocator>), DiskError> {
         let ctx = Ctx::new(path, "VHD");
         if len < 512 {
             return Err(ctx.corrupt(format!(
@@ -73,6 +259,7 @@ impl VhdReader {
         check_footer(&ctx, &footer)?;
         let size = be64(&footer, 48);
         let disk_type = be32(&footer, 60);
+        let mut locator = None;
         let kind = match disk_type {
             FIXED => {
                 if size > len - 512 {
@@ -104,12 +291,7 @@ impl VhdReader {
                     )));
                 }
                 if disk_type == DIFFERENCING {
-                    let name: Vec<u16> = h[64..576]
-                        .chunks_exact(2)
-                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                        .take_while(|&c| c != 0)
-                        .collect();
-                    return Err(ctx.backing(String::from_utf16_lossy(&name)));
+                    locator = Some(parse_locator(&ctx, &file, len, &h)?);
                 }
                 let bat_off = be64(&h, 16);
                 let entries = u64::from(be32(&h, 28));
@@ -156,44 +338,99 @@ impl VhdReader {
             }
             other => return Err(ctx.corrupt(format!("unknown disk type {other}"))),
         };
-        Ok(VhdReader {
-            ctx,
-            file,
-            size,
-            kind,
-        })
+        Ok((
+            VhdReader {
+                ctx,
+                file,
+                size,
+                kind,
+                unique_id: util::bytes(&footer, 68),
+                timestamp: be32(&footer, 24),
+                geometry: util::bytes(&footer, 56),
+                parent: None,
+            },
+            locator,
+        ))
     }
+
+    /// What a new child must copy or link to: size, unique id, timestamp, geometry.
+    pub(crate) fn identity(&self) -> (u64, [u8; 16], u32, [u8; 4]) {
+        (self.size, self.unique_id, self.timestamp, self.geometry)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl DiskReader for VhdReader {
     fn format(&self) -> Format {
         match self.kind {
             Kind::Fixed => Format::VhdFixed,
+            Kind::Dynamic { .. } if self.parent.is_some() => Format::VhdDifferencing,
             Kind::Dynamic { .. } => Format::VhdDynamic,
         }
     }
     fn virtual_size(&self) -> u64 {
         self.size
     }
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut out = vec![self.ctx.path.clone()];
+        if let Some(p) = &self.parent {
+            out.extend(p.files());
+        }
+        out
+    }
     fn allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
+        let below = match self.parent.as_mut() {
+            Some(p) => Some(p.allocation()?),
+            None => None,
+        };
         let mut list = ExtentList::default();
-        match &self.kind {
+        let VhdReader {
+            ctx,
+            file,
+            size,
+            kind,
+            ..
+        } = self;
+        match kind {
             Kind::Fixed => {
-                for (s, e) in util::file_data_ranges(&self.ctx, &self.file, 0, self.size)? {
+                for (s, e) in util::file_data_ranges(ctx, file, 0, *size)? {
                     list.push(s, e - s, ExtentKind::Data);
                 }
             }
             Kind::Dynamic {
-                block_size, bat, ..
+                block_size,
+                bitmap_size,
+                bat,
+                bitmap,
             } => {
+                let mut cur = 0usize;
                 for (i, &e) in bat.iter().enumerate() {
-                    let start = i as u64 * block_size;
-                    if e != UNALLOCATED && start < self.size {
-                        list.push(
-                            start,
-                            (*block_size).min(self.size - start),
-                            ExtentKind::Data,
-                        );
+                    let start = i as u64 * *block_size;
+                    if start >= *size {
+                        break;
+                    }
+                    let len = (*block_size).min(*size - start);
+                    match (&below, e) {
+                        (None, UNALLOCATED) => {}
+                        (None, _) => list.push(start, len, ExtentKind::Data),
+                        (Some(b), UNALLOCATED) => {
+                            overlay(&mut list, b, &mut cur, start, start + len)
+                        }
+                        (Some(b), sector) => {
+                            // A differencing block: its own sectors, the parent's for the rest.
+                            let bm =
+                                load_bitmap(ctx, file, bitmap, i as u64, sector, *bitmap_size)?;
+                            for (off, n, present) in sector_runs(bm, 512, 0, len, true) {
+                                if present {
+                                    list.push(start + off, n, ExtentKind::Data);
+                                } else {
+                                    overlay(&mut list, b, &mut cur, start + off, start + off + n);
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -202,8 +439,15 @@ impl DiskReader for VhdReader {
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         check_range(&self.ctx, offset, buf.len(), self.size)?;
-        match &mut self.kind {
-            Kind::Fixed => self.ctx.read_exact_at(&self.file, buf, offset, "data"),
+        let VhdReader {
+            ctx,
+            file,
+            kind,
+            parent,
+            ..
+        } = self;
+        match kind {
+            Kind::Fixed => ctx.read_exact_at(file, buf, offset, "data"),
             Kind::Dynamic {
                 block_size,
                 bitmap_size,
@@ -219,31 +463,34 @@ impl DiskReader for VhdReader {
                     let n = rest.len().min((bs - within) as usize);
                     let (chunk, tail) = rest.split_at_mut(n);
                     match bat.get(blk as usize).copied().unwrap_or(UNALLOCATED) {
-                        UNALLOCATED => chunk.fill(0),
+                        UNALLOCATED => match parent.as_mut() {
+                            Some(p) => p.read_at(pos, chunk)?,
+                            None => chunk.fill(0),
+                        },
                         sector => {
                             let start = u64::from(sector) * 512;
-                            self.ctx.read_exact_at(
-                                &self.file,
+                            ctx.read_exact_at(
+                                file,
                                 chunk,
                                 start + *bitmap_size + within,
                                 "data block",
                             )?;
-                            // Sectors whose bitmap bit is clear hold no data: zeros.
-                            if bitmap.as_ref().map(|(b, _)| *b) != Some(blk) {
-                                let mut bm = vec![0u8; *bitmap_size as usize];
-                                self.ctx.read_exact_at(
-                                    &self.file,
-                                    &mut bm,
-                                    start,
-                                    "sector bitmap",
-                                )?;
-                                *bitmap = Some((blk, bm));
+                            // Sectors whose bitmap bit is clear hold no data here: the
+                            // parent's, or zeros without one.
+                            let bm = load_bitmap(ctx, file, bitmap, blk, sector, *bitmap_size)?;
+                            for (off, len, present) in sector_runs(bm, 512, within, n as u64, true)
+                            {
+                                if present {
+                                    continue;
+                                }
+                                let dst = chunk
+                                    .get_mut((off - within) as usize..(off - within + len) as usize)
+                                    .unwrap_or_default();
+                                match parent.as_mut() {
+                                    Some(p) => p.read_at(blk * bs + off, dst)?,
+                                    None => dst.fill(0),
+                                }
                             }
-                            let bm = bitmap
-                                .as_ref()
-                                .map(|(_, v)| v.as_slice())
-                                .unwrap_or_default();
-                            mask_absent(bm, within, chunk);
                         }
                     }
                     rest = tail;
@@ -255,22 +502,24 @@ impl DiskReader for VhdReader {
     }
 }
 
-/// Zeroes the parts of `chunk` (starting `within` bytes into its block) whose sectors
-/// are marked absent (bit clear, most significant bit first) in the block's bitmap.
-fn mask_absent(bitmap: &[u8], within: u64, chunk: &mut [u8]) {
-    let mut pos = 0usize;
-    while pos < chunk.len() {
-        let abs = within + pos as u64;
-        let sector = abs / 512;
-        let n = chunk.len().min(pos + (512 - (abs % 512)) as usize) - pos;
-        let byte = bitmap.get((sector / 8) as usize).copied().unwrap_or(0);
-        if byte & (0x80 >> (sector % 8)) == 0
-            && let Some(s) = chunk.get_mut(pos..pos + n)
-        {
-            s.fill(0);
-        }
-        pos += n;
+/// The sector bitmap of block `blk` (at `sector`), from the one-block cache.
+fn load_bitmap<'a>(
+    ctx: &Ctx,
+    file: &File,
+    cache: &'a mut Option<(u64, Vec<u8>)>,
+    blk: u64,
+    sector: u32,
+    bitmap_size: u64,
+) -> Result<&'a [u8], DiskError> {
+    if cache.as_ref().map(|(b, _)| *b) != Some(blk) {
+        let mut bm = vec![0u8; bitmap_size as usize];
+        ctx.read_exact_at(file, &mut bm, u64::from(sector) * 512, "sector bitmap")?;
+        *cache = Some((blk, bm));
     }
+    Ok(cache
+        .as_ref()
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or_default())
 }
 
 /// CHS geometry per the VHD specification's algorithm.

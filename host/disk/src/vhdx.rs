@@ -1,15 +1,20 @@
 //! VHDX (MS-VHDX). Little-endian; a 1 MiB header area (file identifier, two headers and
 //! two region tables, each protected by CRC-32C) points to the BAT and metadata regions.
 //! The BAT interleaves one sector-bitmap entry after every `chunk_ratio` payload entries.
+//! A differencing VHDX (HasParent) is opened with its parent chain: blocks it does not
+//! hold, and sectors a partially present block's bitmap leaves clear, read from the
+//! parent, found through the parent locator and checked by its DataWriteGuid.
 
 use std::fs::File;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
+use crate::chain::{self, Opts, Seen, overlay, sector_runs};
 use crate::raw::check_range;
 use crate::util::{self, Assembler, Ctx, ExtentList, UnitSink, crc32c, div_ceil, le16, le32, le64};
 use crate::{DiskError, DiskReader, DiskWriter, Extent, ExtentKind, Format};
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 const KIB64: u64 = 64 << 10;
 
 /// A GUID in its on-disk (mixed-endian) form.
@@ -35,37 +40,37 @@ const METADATA_GUID: [u8; 16] = guid(
     0x4B9A,
     [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
 );
-const FILE_PARAMS: [u8; 16] = guid(
+pub(crate) const FILE_PARAMS: [u8; 16] = guid(
     0xCAA1_6737,
     0xFA36,
     0x4D43,
     [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
 );
-const VIRTUAL_SIZE: [u8; 16] = guid(
+pub(crate) const VIRTUAL_SIZE: [u8; 16] = guid(
     0x2FA5_4224,
     0xCD1B,
     0x4876,
     [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
 );
-const PAGE83: [u8; 16] = guid(
+pub(crate) const PAGE83: [u8; 16] = guid(
     0xBECA_12AB,
     0xB2E6,
     0x4523,
     [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46],
 );
-const LOGICAL_SECTOR: [u8; 16] = guid(
+pub(crate) const LOGICAL_SECTOR: [u8; 16] = guid(
     0x8141_BF1D,
     0xA96F,
     0x4709,
     [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F],
 );
-const PHYSICAL_SECTOR: [u8; 16] = guid(
+pub(crate) const PHYSICAL_SECTOR: [u8; 16] = guid(
     0xCDA3_48C7,
     0x445D,
     0x4471,
     [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56],
 );
-const PARENT_LOCATOR: [u8; 16] = guid(
+pub(crate) const PARENT_LOCATOR: [u8; 16] = guid(
     0xA8D3_5F2D,
     0xB30B,
     0x454D,
@@ -76,8 +81,8 @@ const NOT_PRESENT: u64 = 0;
 const UNDEFINED: u64 = 1;
 const ZERO: u64 = 2;
 const UNMAPPED: u64 = 3;
-const FULLY_PRESENT: u64 = 6;
-const PARTIALLY_PRESENT: u64 = 7;
+pub(crate) const FULLY_PRESENT: u64 = 6;
+pub(crate) const PARTIALLY_PRESENT: u64 = 7;
 
 fn checksum_ok(buf: &[u8]) -> bool {
     let stored = le32(buf, 4);
@@ -98,8 +103,23 @@ pub(crate) struct VhdxReader {
     fixed: bool,
     size: u64,
     block_size: u64,
+    /// Logical sector size.
+    lss: u64,
+    /// Physical sector size.
+    pss: u32,
+    chunk_ratio: u64,
+    /// Virtual disk id (page 83).
+    page83: [u8; 16],
+    /// DataWriteGuid of the current header: a child's parent_linkage names it.
+    data_write: [u8; 16],
     /// Payload BAT entries only (sector bitmap entries dropped).
     bat: Vec<u64>,
+    /// Sector bitmap BAT entries, one per chunk (differencing disks only).
+    sb: Vec<u64>,
+    /// The opened parent of a differencing disk.
+    parent: Option<Box<VhdxReader>>,
+    /// The sector bitmap bits of the last partially present block looked at.
+    bitmap: Option<(u64, Vec<u8>)>,
 }
 
 /// The image file as seen after log replay: the file's bytes, extended with zeros up to
@@ -364,33 +384,228 @@ fn utf16le(b: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
-/// Best-effort parent path from a parent locator item, for the error message.
-fn parent_path(item: &[u8]) -> String {
+/// The VHDX parent locator type (the only one MS-VHDX defines).
+pub(crate) const VHDX_LOCATOR: [u8; 16] = guid(
+    0xB04A_EFB7,
+    0xD19E,
+    0x4A81,
+    [0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13],
+);
+pub(crate) const SB_PRESENT: u64 = 6;
+
+/// A GUID in its text form, lowercase, without braces.
+pub(crate) fn guid_string(b: &[u8; 16]) -> String {
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        le32(b, 0),
+        le16(b, 4),
+        le16(b, 6),
+        b[8],
+        b[9],
+        b[10],
+        b[11],
+        b[12],
+        b[13],
+        b[14],
+        b[15]
+    )
+}
+
+fn norm_guid(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_ascii_lowercase()
+}
+
+/// A parsed VHDX parent locator (MS-VHDX 2.6.2.6).
+pub(crate) struct Locator {
+    /// `parent_linkage` and `parent_linkage2`, normalised (lowercase, no braces).
+    linkage: Vec<String>,
+    relative: Option<String>,
+    volume: Option<String>,
+    absolute: Option<String>,
+}
+
+impl Locator {
+    /// The parent path as recorded, for messages.
+    fn recorded(&self) -> String {
+        self.relative
+            .as_ref()
+            .or(self.absolute.as_ref())
+            .or(self.volume.as_ref())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn parse_locator(ctx: &Ctx, item: &[u8]) -> Result<Locator, DiskError> {
+    if item.len() < 20 {
+        return Err(ctx.corrupt(format!(
+            "parent locator of {} bytes is shorter than its 20-byte header",
+            item.len()
+        )));
+    }
+    let ty: [u8; 16] = util::bytes(item, 0);
+    if ty != VHDX_LOCATOR {
+        return Err(ctx.unsupported(format!(
+            "parent locator type {{{}}} is not the VHDX locator type {{{}}}: only VHDX parents are supported",
+            guid_string(&ty),
+            guid_string(&VHDX_LOCATOR)
+        )));
+    }
     let count = le16(item, 18) as usize;
-    let mut best = String::from("(parent locator without a path)");
-    for i in 0..count.min(256) {
+    if 20 + count * 12 > item.len() {
+        return Err(ctx.corrupt(format!(
+            "parent locator claims {count} entries but holds only {} bytes",
+            item.len()
+        )));
+    }
+    let mut loc = Locator {
+        linkage: Vec::new(),
+        relative: None,
+        volume: None,
+        absolute: None,
+    };
+    let mut has_linkage = false;
+    for i in 0..count {
         let e = 20 + i * 12;
         let (ko, vo) = (le32(item, e) as usize, le32(item, e + 4) as usize);
         let (kl, vl) = (le16(item, e + 8) as usize, le16(item, e + 10) as usize);
-        let (Some(k), Some(v)) = (item.get(ko..ko + kl), item.get(vo..vo + vl)) else {
-            continue;
+        let (Some(k), Some(v)) = (
+            item.get(ko..ko.saturating_add(kl)),
+            item.get(vo..vo.saturating_add(vl)),
+        ) else {
+            return Err(ctx.corrupt(format!(
+                "parent locator entry {i} lies outside the locator item"
+            )));
         };
-        let key = utf16le(k);
-        if matches!(
-            key.as_str(),
-            "relative_path" | "absolute_win32_path" | "volume_path"
-        ) {
-            best = utf16le(v);
-            if key == "relative_path" {
-                break;
+        let value = utf16le(v);
+        match utf16le(k).as_str() {
+            "parent_linkage" => {
+                has_linkage = true;
+                loc.linkage.push(norm_guid(&value));
             }
+            "parent_linkage2" => loc.linkage.push(norm_guid(&value)),
+            "relative_path" => loc.relative = Some(value),
+            "volume_path" => loc.volume = Some(value),
+            "absolute_win32_path" => loc.absolute = Some(value),
+            _ => {}
         }
     }
-    best
+    if !has_linkage {
+        return Err(ctx.corrupt("parent locator lacks its parent_linkage entry"));
+    }
+    if loc.relative.is_none() && loc.volume.is_none() && loc.absolute.is_none() {
+        return Err(ctx.corrupt(
+            "parent locator has no relative_path, volume_path or absolute_win32_path entry",
+        ));
+    }
+    Ok(loc)
+}
+
+/// See [`VhdxReader::identity`].
+pub(crate) struct ParentIdentity {
+    pub size: u64,
+    pub lss: u64,
+    pub pss: u32,
+    pub page83: [u8; 16],
+    pub data_write: [u8; 16],
 }
 
 impl VhdxReader {
-    pub fn open(path: &Path, file: File) -> Result<Self, DiskError> {
+    /// Opens a VHDX and, when it is a differencing disk, its whole parent chain.
+    pub fn open(path: &Path, file: File, opts: &Opts) -> Result<Self, DiskError> {
+        let (top, loc) = Self::parse(path, file)?;
+        let Some(loc) = loc else {
+            return Ok(top);
+        };
+        let mut seen = Seen::default();
+        seen.add(path, chain::canonical(path)?, "VHDX")?;
+        let mut next = Some(loc);
+        let mut levels = vec![top];
+        while let Some(loc) = next.take() {
+            let Some(child) = levels.last() else {
+                break;
+            };
+            let (parent, ploc) = child.open_parent(&loc, opts, &mut seen)?;
+            levels.push(parent);
+            next = ploc;
+        }
+        let mut below: Option<Box<VhdxReader>> = None;
+        while let Some(mut r) = levels.pop() {
+            r.parent = below;
+            below = Some(Box::new(r));
+        }
+        match below {
+            Some(top) => Ok(*top),
+            None => Err(Ctx::new(path, "VHDX").corrupt("empty chain")),
+        }
+    }
+
+    /// Finds, checks and parses the parent `loc` describes (not yet its own parent).
+    fn open_parent(
+        &self,
+        loc: &Locator,
+        opts: &Opts,
+        seen: &mut Seen,
+    ) -> Result<(VhdxReader, Option<Locator>), DiskError> {
+        let child = &self.ctx.path;
+        let tried = chain::candidates(
+            child,
+            loc.relative.as_deref(),
+            &[loc.volume.as_deref(), loc.absolute.as_deref()],
+        );
+        let Some(found) = tried.iter().find(|p| p.is_file()).cloned() else {
+            return Err(DiskError::MissingParent {
+                path: child.clone(),
+                format: "VHDX",
+                parent: loc.recorded(),
+                tried,
+            });
+        };
+        opts.admit(child, &found)?;
+        seen.add(child, chain::canonical(&found)?, "VHDX")?;
+        let mismatch = |what: String| DiskError::ParentMismatch {
+            path: child.clone(),
+            format: "VHDX",
+            parent: found.clone(),
+            what,
+        };
+        let file = util::open_ro(&found)?;
+        let mut sig = [0u8; 8];
+        if Ctx::new(&found, "VHDX").file_len(&file)? < 8
+            || file.read_exact_at(&mut sig, 0).is_err()
+            || &sig != b"vhdxfile"
+        {
+            return Err(mismatch("it is not a VHDX file".into()));
+        }
+        let (p, ploc) = VhdxReader::parse(&found, file)?;
+        let dw = guid_string(&p.data_write);
+        if !loc.linkage.contains(&dw) {
+            return Err(mismatch(format!(
+                "the child records parent_linkage {{{}}} but the parent's DataWriteGuid is {{{dw}}}",
+                loc.linkage.join("}, {")
+            )));
+        }
+        if p.size != self.size {
+            return Err(mismatch(format!(
+                "the child's virtual size is {} bytes but the parent's is {}",
+                self.size, p.size
+            )));
+        }
+        if p.lss != self.lss {
+            return Err(mismatch(format!(
+                "the child's logical sector size is {} bytes but the parent's is {}",
+                self.lss, p.lss
+            )));
+        }
+        Ok((p, ploc))
+    }
+
+    /// Parses one VHDX file; a differencing disk's parent is not opened (`parent` stays
+    /// `None`) and its locator is returned instead.
+    fn parse(path: &Path, file: File) -> Result<(Self, Option<Locator>), DiskError> {
         let ctx = Ctx::new(path, "VHDX");
         let file_len = ctx.file_len(&file)?;
         if file_len < MIB {
@@ -418,6 +633,7 @@ impl VhdxReader {
         if le16(&h, 66) != 1 {
             return Err(ctx.unsupported(format!("header version {}", le16(&h, 66))));
         }
+        let data_write: [u8; 16] = util::bytes(&h, 32);
         let mut vf = VFile {
             file,
             len: file_len,
@@ -539,12 +755,17 @@ impl VhdxReader {
         let fp = need(FILE_PARAMS, "file parameters", 8)?;
         let block_size = u64::from(le32(fp, 0));
         let fp_flags = le32(fp, 4);
-        if fp_flags & 2 != 0 {
-            let parent = item(PARENT_LOCATOR)
-                .map(parent_path)
-                .unwrap_or_else(|| "(no parent locator)".into());
-            return Err(ctx.backing(parent));
-        }
+        let has_parent = fp_flags & 2 != 0;
+        let locator = if has_parent {
+            let Some(item) = item(PARENT_LOCATOR) else {
+                return Err(ctx.corrupt(
+                    "the file parameters say the disk has a parent but there is no parent locator",
+                ));
+            };
+            Some(parse_locator(&ctx, item)?)
+        } else {
+            None
+        };
         if !block_size.is_power_of_two() || !(MIB..=256 * MIB).contains(&block_size) {
             return Err(ctx.corrupt(format!(
                 "block size {block_size} is not a power of two between 1 MiB and 256 MiB"
@@ -555,8 +776,8 @@ impl VhdxReader {
         if lss != 512 && lss != 4096 {
             return Err(ctx.corrupt(format!("logical sector size {lss} is neither 512 nor 4096")));
         }
-        need(PHYSICAL_SECTOR, "physical sector size", 4)?;
-        need(PAGE83, "virtual disk id", 16)?;
+        let pss = le32(need(PHYSICAL_SECTOR, "physical sector size", 4)?, 0);
+        let page83: [u8; 16] = util::bytes(need(PAGE83, "virtual disk id", 16)?, 0);
         if size > 64 << 40 {
             return Err(ctx.corrupt(format!(
                 "virtual size {size} exceeds the 64 TiB VHDX maximum"
@@ -564,10 +785,18 @@ impl VhdxReader {
         }
         let chunk_ratio = (1u64 << 23) * lss / block_size;
         let blocks = div_ceil(size, block_size);
-        let total = if blocks == 0 {
+        let chunks = div_ceil(blocks, chunk_ratio);
+        // Entries up to the last payload block; a differencing disk also has the sector
+        // bitmap entry of its last chunk (MS-VHDX 2.5), read when the region holds it.
+        let needed = if blocks == 0 {
             0
         } else {
             blocks + (blocks - 1) / chunk_ratio
+        };
+        let total = if has_parent {
+            (chunks * (chunk_ratio + 1)).min(bat_len / 8).max(needed)
+        } else {
+            needed
         };
         let bat_bytes = util::table_len(&ctx, total, 8, util::TABLE_LIMIT, "BAT")?;
         if bat_bytes as u64 > bat_len {
@@ -577,27 +806,59 @@ impl VhdxReader {
         }
         let mut raw = vec![0u8; bat_bytes];
         vf.read(&ctx, &mut raw, bat_off, "BAT")?;
+        let entry = |idx: u64| le64(&raw, idx as usize * 8);
+        // (file offset, length) of every block the BAT places, to refuse overlaps.
+        let mut seen: Vec<(u64, u64)> = Vec::new();
+        let mut sb = Vec::new();
+        if has_parent {
+            for c in 0..chunks {
+                let e = entry(c * (chunk_ratio + 1) + chunk_ratio);
+                match e & 7 {
+                    NOT_PRESENT => {}
+                    SB_PRESENT => {
+                        let off = e & !(MIB - 1);
+                        if off < MIB || off.saturating_add(MIB) > vf.len {
+                            return Err(ctx.corrupt(format!(
+                                "BAT entry for the sector bitmap of chunk {c} points to offset {off}, inside the header area or beyond the end of the file ({file_len} bytes)"
+                            )));
+                        }
+                        seen.push((off, MIB));
+                    }
+                    s => {
+                        return Err(ctx.corrupt(format!(
+                            "BAT entry for the sector bitmap of chunk {c} has invalid state {s}"
+                        )));
+                    }
+                }
+                sb.push(e);
+            }
+        }
         let mut bat = Vec::with_capacity(blocks as usize);
-        let mut seen = Vec::new();
         for b in 0..blocks {
-            let idx = b + b / chunk_ratio;
-            let e = le64(&raw, idx as usize * 8);
+            let e = entry(b + b / chunk_ratio);
             let state = e & 7;
             match state {
                 NOT_PRESENT | UNDEFINED | ZERO | UNMAPPED => {}
-                FULLY_PRESENT => {
+                FULLY_PRESENT | PARTIALLY_PRESENT => {
+                    if state == PARTIALLY_PRESENT && !has_parent {
+                        return Err(ctx.corrupt(format!(
+                            "block {b} is partially present but the disk has no parent"
+                        )));
+                    }
+                    if state == PARTIALLY_PRESENT
+                        && sb.get((b / chunk_ratio) as usize).map(|s| s & 7) != Some(SB_PRESENT)
+                    {
+                        return Err(ctx.corrupt(format!(
+                            "block {b} is partially present but the sector bitmap block of its chunk is not"
+                        )));
+                    }
                     let off = e & !(MIB - 1);
                     if off < MIB || off.saturating_add(block_size) > vf.len {
                         return Err(ctx.corrupt(format!(
                             "BAT entry for block {b} points to offset {off}, inside the header area or beyond the end of the file ({file_len} bytes)"
                         )));
                     }
-                    seen.push(off);
-                }
-                PARTIALLY_PRESENT => {
-                    return Err(ctx.corrupt(format!(
-                        "block {b} is partially present but the disk has no parent"
-                    )));
+                    seen.push((off, block_size));
                 }
                 s => {
                     return Err(
@@ -607,35 +868,66 @@ impl VhdxReader {
             }
             bat.push(e);
         }
+        drop(raw);
         seen.sort_unstable();
-        if seen.windows(2).any(|w| w[1] - w[0] < block_size) {
+        if seen.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
             return Err(ctx.corrupt("two BAT entries map overlapping file ranges"));
         }
         drop(seen);
-        let fixed = fp_flags & 1 != 0;
-        Ok(VhdxReader {
-            ctx,
-            file: vf,
-            fixed,
-            size,
-            block_size,
-            bat,
-        })
+        let fixed = fp_flags & 1 != 0 && !has_parent;
+        Ok((
+            VhdxReader {
+                ctx,
+                file: vf,
+                fixed,
+                size,
+                block_size,
+                lss,
+                pss,
+                chunk_ratio,
+                page83,
+                data_write,
+                bat,
+                sb,
+                parent: None,
+                bitmap: None,
+            },
+            locator,
+        ))
     }
-}
 
-impl DiskReader for VhdxReader {
-    fn format(&self) -> Format {
-        if self.fixed {
-            Format::VhdxFixed
-        } else {
-            Format::VhdxDynamic
+    /// What a new child must copy or link to: the virtual size, the logical and
+    /// physical sector sizes, the virtual disk id and the DataWriteGuid.
+    pub(crate) fn identity(&self) -> ParentIdentity {
+        ParentIdentity {
+            size: self.size,
+            lss: self.lss,
+            pss: self.pss,
+            page83: self.page83,
+            data_write: self.data_write,
         }
     }
-    fn virtual_size(&self) -> u64 {
-        self.size
+
+    /// Loads the sector bitmap bits of payload block `b` (a partially present block).
+    fn load_bitmap(&mut self, b: u64) -> Result<(), DiskError> {
+        if self.bitmap.as_ref().map(|(x, _)| *x) == Some(b) {
+            return Ok(());
+        }
+        let spb = self.block_size / self.lss;
+        let sb_off = self
+            .sb
+            .get((b / self.chunk_ratio) as usize)
+            .copied()
+            .unwrap_or(0)
+            & !(MIB - 1);
+        let at = sb_off + (b % self.chunk_ratio) * spb / 8;
+        let mut bits = vec![0u8; (spb / 8) as usize];
+        self.file.read(&self.ctx, &mut bits, at, "sector bitmap")?;
+        self.bitmap = Some((b, bits));
+        Ok(())
     }
-    fn allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
+
+    fn own_allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
         let mut list = ExtentList::default();
         for (b, &e) in self.bat.iter().enumerate() {
             let start = b as u64 * self.block_size;
@@ -654,6 +946,103 @@ impl DiskReader for VhdxReader {
         }
         Ok(list.list)
     }
+
+    /// Reads `chunk` at `within` bytes into partially present block `b`: sectors whose
+    /// bitmap bit is set from this file, the others from the parent.
+    fn read_partial(
+        &mut self,
+        b: u64,
+        e: u64,
+        within: u64,
+        chunk: &mut [u8],
+    ) -> Result<(), DiskError> {
+        self.load_bitmap(b)?;
+        let bits = self
+            .bitmap
+            .as_ref()
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default();
+        let runs = sector_runs(bits, self.lss, within, chunk.len() as u64, false);
+        let block_start = b * self.block_size;
+        for (off, len, present) in runs {
+            let dst = chunk
+                .get_mut((off - within) as usize..(off - within + len) as usize)
+                .unwrap_or_default();
+            if present {
+                self.file
+                    .read(&self.ctx, dst, (e & !(MIB - 1)) + off, "payload block")?;
+            } else if let Some(p) = self.parent.as_mut() {
+                p.read_at(block_start + off, dst)?;
+            } else {
+                dst.fill(0);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DiskReader for VhdxReader {
+    fn format(&self) -> Format {
+        if self.parent.is_some() {
+            Format::VhdxDifferencing
+        } else if self.fixed {
+            Format::VhdxFixed
+        } else {
+            Format::VhdxDynamic
+        }
+    }
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.ctx.path.clone()];
+        if let Some(p) = &self.parent {
+            out.extend(p.files());
+        }
+        out
+    }
+    fn allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
+        let below = match self.parent.as_mut() {
+            Some(p) => p.allocation()?,
+            None => return self.own_allocation(),
+        };
+        // What this level decides overrides the chain below it; the rest shows through.
+        let mut list = ExtentList::default();
+        let mut cur = 0usize;
+        for b in 0..self.bat.len() as u64 {
+            let e = self.bat.get(b as usize).copied().unwrap_or(0);
+            let start = b * self.block_size;
+            let len = self.block_size.min(self.size - start);
+            match e & 7 {
+                NOT_PRESENT => overlay(&mut list, &below, &mut cur, start, start + len),
+                FULLY_PRESENT => {
+                    let off = e & !(MIB - 1);
+                    for (s, t) in self.file.data_ranges(&self.ctx, off, off + len)? {
+                        list.push(start + (s - off), t - s, ExtentKind::Data);
+                    }
+                }
+                PARTIALLY_PRESENT => {
+                    self.load_bitmap(b)?;
+                    let bits = self
+                        .bitmap
+                        .as_ref()
+                        .map(|(_, v)| v.as_slice())
+                        .unwrap_or_default();
+                    for (off, n, present) in sector_runs(bits, self.lss, 0, len, false) {
+                        if present {
+                            list.push(start + off, n, ExtentKind::Data);
+                        } else {
+                            overlay(&mut list, &below, &mut cur, start + off, start + off + n);
+                        }
+                    }
+                }
+                // ZERO reads as zeros; UNMAPPED and UNDEFINED may, and do here. All three
+                // hide the parent.
+                _ => list.push(start, len, ExtentKind::Cleared),
+            }
+        }
+        Ok(list.list)
+    }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         check_range(&self.ctx, offset, buf.len(), self.size)?;
         let bs = self.block_size;
@@ -665,11 +1054,17 @@ impl DiskReader for VhdxReader {
             let n = rest.len().min((bs - within) as usize);
             let (chunk, tail) = rest.split_at_mut(n);
             let e = self.bat.get(b as usize).copied().unwrap_or(0);
-            if e & 7 == FULLY_PRESENT {
-                self.file
-                    .read(&self.ctx, chunk, (e & !(MIB - 1)) + within, "payload block")?;
-            } else {
-                chunk.fill(0);
+            match e & 7 {
+                FULLY_PRESENT => {
+                    self.file
+                        .read(&self.ctx, chunk, (e & !(MIB - 1)) + within, "payload block")?;
+                }
+                PARTIALLY_PRESENT => self.read_partial(b, e, within, chunk)?,
+                NOT_PRESENT => match self.parent.as_mut() {
+                    Some(p) => p.read_at(pos, chunk)?,
+                    None => chunk.fill(0),
+                },
+                _ => chunk.fill(0),
             }
             rest = tail;
             pos += n as u64;
@@ -689,7 +1084,7 @@ const LOG_OFF: u64 = MIB;
 const LOG_LEN: u64 = MIB;
 const META_OFF: u64 = 2 * MIB;
 const META_LEN: u64 = MIB;
-const BAT_OFF: u64 = 3 * MIB;
+pub(crate) const BAT_OFF: u64 = 3 * MIB;
 
 struct VhdxSink {
     ctx: Ctx,
@@ -777,11 +1172,8 @@ impl DiskWriter for VhdxWriter {
         }
         ctx.write_all_at(&s.file, &raw, BAT_OFF)?;
         drop(raw);
-        // Metadata region: table, then the items from 64 KiB on.
-        let mut meta = vec![0u8; (2 * KIB64) as usize];
-        util::put(&mut meta, 0, b"metadata");
         let page83 = util::random_bytes::<16>(&ctx)?;
-        let items: [([u8; 16], Vec<u8>, u32); 5] = [
+        let items = [
             (
                 FILE_PARAMS,
                 [(W_BLOCK as u32).to_le_bytes(), 0u32.to_le_bytes()].concat(),
@@ -792,65 +1184,88 @@ impl DiskWriter for VhdxWriter {
             (LOGICAL_SECTOR, (W_LSS as u32).to_le_bytes().to_vec(), 2 | 4),
             (PHYSICAL_SECTOR, W_PSS.to_le_bytes().to_vec(), 2 | 4),
         ];
-        util::put(&mut meta, 10, &(items.len() as u16).to_le_bytes());
-        let mut item_off = KIB64 as usize;
-        for (i, (id, data, flags)) in items.iter().enumerate() {
-            let e = 32 + i * 32;
-            util::put(&mut meta, e, id);
-            util::put(&mut meta, e + 16, &(item_off as u32).to_le_bytes());
-            util::put(&mut meta, e + 20, &(data.len() as u32).to_le_bytes());
-            util::put(&mut meta, e + 24, &flags.to_le_bytes());
-            util::put(&mut meta, item_off, data);
-            item_off += data.len().next_multiple_of(8);
-        }
-        ctx.write_all_at(&s.file, &meta, META_OFF)?;
-        // Region tables (two identical copies).
-        let mut rt = vec![0u8; KIB64 as usize];
-        util::put(&mut rt, 0, b"regi");
-        util::put(&mut rt, 8, &2u32.to_le_bytes());
-        for (i, (id, off, len)) in [
-            (BAT_GUID, BAT_OFF, bat_region),
-            (METADATA_GUID, META_OFF, META_LEN),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let e = 16 + i * 32;
-            util::put(&mut rt, e, id);
-            util::put(&mut rt, e + 16, &off.to_le_bytes());
-            util::put(&mut rt, e + 24, &(*len as u32).to_le_bytes());
-            util::put(&mut rt, e + 28, &1u32.to_le_bytes());
-        }
-        set_checksum(&mut rt);
-        ctx.write_all_at(&s.file, &rt, 3 * KIB64)?;
-        ctx.write_all_at(&s.file, &rt, 4 * KIB64)?;
-        // Headers (sequence numbers 1 and 2; the log is empty and inactive).
-        let file_write = util::random_bytes::<16>(&ctx)?;
-        let data_write = util::random_bytes::<16>(&ctx)?;
-        for (seq, off) in [(1u64, KIB64), (2u64, 2 * KIB64)] {
-            let mut h = vec![0u8; 4096];
-            util::put(&mut h, 0, b"head");
-            util::put(&mut h, 8, &seq.to_le_bytes());
-            util::put(&mut h, 16, &file_write);
-            util::put(&mut h, 32, &data_write);
-            util::put(&mut h, 66, &1u16.to_le_bytes());
-            util::put(&mut h, 68, &(LOG_LEN as u32).to_le_bytes());
-            util::put(&mut h, 72, &LOG_OFF.to_le_bytes());
-            set_checksum(&mut h);
-            ctx.write_all_at(&s.file, &h, off)?;
-        }
-        // File type identifier last.
-        let mut ident = vec![0u8; 520];
-        util::put(&mut ident, 0, b"vhdxfile");
-        let creator: Vec<u8> = "lifeboat"
-            .encode_utf16()
-            .flat_map(u16::to_le_bytes)
-            .collect();
-        util::put(&mut ident, 8, &creator);
-        ctx.write_all_at(&s.file, &ident, 0)?;
+        write_structures(&ctx, &s.file, &items, bat_region)?;
         s.file
             .set_len(s.next_free)
             .map_err(|e| ctx.io("set_len", e))?;
         s.file.sync_all().map_err(|e| ctx.io("fsync", e))
     }
+}
+
+/// Writes everything of a VHDX but the BAT and the blocks: the metadata region at
+/// 2 MiB (table, then `items` — `(id, data, flags)` — from 64 KiB on), the two region
+/// tables (BAT at 3 MiB of `bat_region` bytes, metadata), the two headers (sequence
+/// numbers 1 and 2, random write GUIDs, an empty 1 MiB log at 1 MiB, log GUID zero) and
+/// last the file identifier, creator `lifeboat`.
+pub(crate) fn write_structures(
+    ctx: &Ctx,
+    file: &File,
+    items: &[([u8; 16], Vec<u8>, u32)],
+    bat_region: u64,
+) -> Result<(), DiskError> {
+    let items_len: usize = items
+        .iter()
+        .map(|(_, d, _)| d.len().next_multiple_of(8))
+        .sum();
+    if items_len as u64 > META_LEN - KIB64 {
+        return Err(ctx.invalid("metadata items do not fit in the metadata region"));
+    }
+    let mut meta = vec![0u8; (KIB64 as usize + items_len).max(2 * KIB64 as usize)];
+    util::put(&mut meta, 0, b"metadata");
+    util::put(&mut meta, 10, &(items.len() as u16).to_le_bytes());
+    let mut item_off = KIB64 as usize;
+    for (i, (id, data, flags)) in items.iter().enumerate() {
+        let e = 32 + i * 32;
+        util::put(&mut meta, e, id);
+        util::put(&mut meta, e + 16, &(item_off as u32).to_le_bytes());
+        util::put(&mut meta, e + 20, &(data.len() as u32).to_le_bytes());
+        util::put(&mut meta, e + 24, &flags.to_le_bytes());
+        util::put(&mut meta, item_off, data);
+        item_off += data.len().next_multiple_of(8);
+    }
+    ctx.write_all_at(file, &meta, META_OFF)?;
+    // Region tables (two identical copies).
+    let mut rt = vec![0u8; KIB64 as usize];
+    util::put(&mut rt, 0, b"regi");
+    util::put(&mut rt, 8, &2u32.to_le_bytes());
+    for (i, (id, off, len)) in [
+        (BAT_GUID, BAT_OFF, bat_region),
+        (METADATA_GUID, META_OFF, META_LEN),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let e = 16 + i * 32;
+        util::put(&mut rt, e, id);
+        util::put(&mut rt, e + 16, &off.to_le_bytes());
+        util::put(&mut rt, e + 24, &(*len as u32).to_le_bytes());
+        util::put(&mut rt, e + 28, &1u32.to_le_bytes());
+    }
+    set_checksum(&mut rt);
+    ctx.write_all_at(file, &rt, 3 * KIB64)?;
+    ctx.write_all_at(file, &rt, 4 * KIB64)?;
+    // Headers (sequence numbers 1 and 2; the log is empty and inactive).
+    let file_write = util::random_bytes::<16>(ctx)?;
+    let data_write = util::random_bytes::<16>(ctx)?;
+    for (seq, off) in [(1u64, KIB64), (2u64, 2 * KIB64)] {
+        let mut h = vec![0u8; 4096];
+        util::put(&mut h, 0, b"head");
+        util::put(&mut h, 8, &seq.to_le_bytes());
+        util::put(&mut h, 16, &file_write);
+        util::put(&mut h, 32, &data_write);
+        util::put(&mut h, 66, &1u16.to_le_bytes());
+        util::put(&mut h, 68, &(LOG_LEN as u32).to_le_bytes());
+        util::put(&mut h, 72, &LOG_OFF.to_le_bytes());
+        set_checksum(&mut h);
+        ctx.write_all_at(file, &h, off)?;
+    }
+    // File type identifier last.
+    let mut ident = vec![0u8; 520];
+    util::put(&mut ident, 0, b"vhdxfile");
+    let creator: Vec<u8> = "lifeboat"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    util::put(&mut ident, 8, &creator);
+    ctx.write_all_at(file, &ident, 0)
 }

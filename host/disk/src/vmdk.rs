@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use crate::chain::Opts;
 use crate::raw::check_range;
 use crate::util::{self, Assembler, Ctx, ExtentList, UnitSink, div_ceil, le16, le32, le64};
 use crate::{DiskError, DiskReader, DiskWriter, Extent, ExtentKind, Format};
@@ -478,7 +479,12 @@ fn format_of(ctx: &Ctx, create_type: &str) -> Result<Format, DiskError> {
     })
 }
 
-pub(crate) fn open(path: &Path, file: File, head: &[u8]) -> Result<Box<dyn DiskReader>, DiskError> {
+pub(crate) fn open(
+    path: &Path,
+    file: File,
+    head: &[u8],
+    opts: &Opts,
+) -> Result<Box<dyn DiskReader>, DiskError> {
     let ctx = Ctx::new(path, "VMDK");
     if head.starts_with(b"KDMV") {
         let (sparse, desc) = Sparse::open(ctx.clone(), file)?;
@@ -563,6 +569,9 @@ pub(crate) fn open(path: &Path, file: File, head: &[u8]) -> Result<Box<dyn DiskR
             )));
         }
         let epath: PathBuf = dir.join(rel);
+        if e.kind != "ZERO" {
+            opts.admit(path, &epath)?;
+        }
         let kind = match e.kind.as_str() {
             "ZERO" => PartKind::Zero,
             "FLAT" => {
@@ -622,6 +631,20 @@ impl DiskReader for VmdkReader {
     }
     fn virtual_size(&self) -> u64 {
         self.size
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.ctx.path.clone()];
+        for p in &self.parts {
+            let path = match &p.kind {
+                PartKind::Flat { ctx, .. } => &ctx.path,
+                PartKind::Sparse(s) => &s.ctx.path,
+                PartKind::Zero => continue,
+            };
+            if !out.contains(path) {
+                out.push(path.clone());
+            }
+        }
+        out
     }
     fn allocation(&mut self) -> Result<Vec<Extent>, DiskError> {
         let mut list = ExtentList::default();

@@ -374,6 +374,34 @@ fn fuzz_truncated_and_bit_flipped_headers() {
         wr.finish().unwrap();
         seeds.push(p);
     }
+    // Differencing children of e.vhdx (fully and partially present blocks, a sector
+    // bitmap block, a parent locator) and of c.vhd; their mutants sit beside the
+    // parents too.
+    let child = d.path().join("j.avhdx");
+    lifeboat_disk::create_vhdx_differencing(
+        &child,
+        d.path().join("e.vhdx"),
+        "e.vhdx",
+        &[
+            (0, vec![0x44; 2 * MIB as usize]),
+            (2 * MIB + 4096, vec![0x55; 8192]),
+            (3 * MIB + 100, vec![0x66; 1000]),
+        ],
+    )
+    .unwrap();
+    seeds.push(child);
+    let child = d.path().join("k.avhd");
+    lifeboat_disk::create_vhd_differencing(
+        &child,
+        d.path().join("c.vhd"),
+        "c.vhd",
+        &[
+            (512, vec![0x77; 3000]),
+            (2 * MIB, vec![0x88; 2 * MIB as usize]),
+        ],
+    )
+    .unwrap();
+    seeds.push(child);
     let mutant = d.path().join("mutant");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut opened = 0;

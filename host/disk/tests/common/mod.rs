@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use lifeboat_disk::{DiskReader, Extent, ExtentKind};
+use lifeboat_disk::{DiskReader, Extent, ExtentKind, Format, WriteFormat, copy_to, create};
 
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
@@ -208,4 +208,89 @@ pub fn crc32c(data: &[u8]) -> u32 {
         }
     }
     !c
+}
+
+// ---- differencing chains
+
+pub type Writes = Vec<(u64, Vec<u8>)>;
+
+/// Position-dependent bytes, so that a block or sector read from the wrong place shows.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn wr(off: u64, len: u64) -> (u64, Vec<u8>) {
+    (off, bytes(off ^ (len << 40), len as usize))
+}
+
+/// The flat image a chain must read as: the base's raw bytes with each level's writes
+/// applied in order, by plain file writes.
+pub fn expected(base_raw: &Path, out: &Path, levels: &[&Writes]) {
+    std::fs::copy(base_raw, out).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+    for level in levels {
+        for (off, data) in level.iter() {
+            f.write_all_at(data, *off).unwrap();
+        }
+    }
+}
+
+/// Our reader's flattening of the chain, through `copy_to` (so through the allocation
+/// map) into a raw file.
+pub fn ours(r: &mut dyn DiskReader, out: &Path) {
+    let mut w = create(out, WriteFormat::Raw, r.virtual_size()).unwrap();
+    copy_to(r, w.as_mut()).unwrap();
+    w.finish().unwrap();
+}
+
+pub fn qemu_identical(a: &Path, b: &Path) {
+    let out = run(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "raw",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("identical"), "{out}");
+}
+
+/// Checks the chain against the oracle three ways: qemu-img compare of our flattened
+/// copy, our reads in odd-sized pieces, and every level's writes covered by the map.
+pub fn check_chain(
+    fmt: Format,
+    top: &Path,
+    expect_raw: &Path,
+    all_writes: &[&Writes],
+    base_writes: &[W],
+) {
+    assert_eq!(lifeboat_disk::detect(top).unwrap(), fmt);
+    let mut r = lifeboat_disk::open(top).unwrap();
+    assert_eq!(r.format(), fmt);
+    let flat = top.with_extension("ours.raw");
+    ours(r.as_mut(), &flat);
+    qemu_identical(expect_raw, &flat);
+    assert_same_as_raw(r.as_mut(), expect_raw);
+    let map = assert_allocation(r.as_mut(), base_writes, &[]);
+    for level in all_writes {
+        for (off, data) in level.iter() {
+            assert!(
+                covered(&map, *off, data.len() as u64),
+                "write at {off} (+{}) not covered: {map:?}",
+                data.len()
+            );
+        }
+    }
 }
