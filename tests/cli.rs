@@ -169,4 +169,5 @@ fn doctor() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("MISSING  qemu-img"), "{text}");
     assert!(text.contains("fix: apt-get install qemu-utils"), "{text}");
+    assert!(text.contains("optional componentize-py"), "{text}");
 }

@@ -138,6 +138,102 @@ fn rust_plugin_new_build_test_run_and_the_snapshot_flow() {
     assert!(text(&o).contains("is not a plugin project"), "{}", text(&o));
 }
 
+/// PATH with the Python and JavaScript plugin tools that
+/// tests/lab/setup-plugin-tools.sh installs (`.ci/setup` runs it).
+fn lang_tools_path() -> std::ffi::OsString {
+    let tools = root().join("target/tools");
+    let bins = [
+        tools.join("componentize-py/bin"),
+        tools.join("js/node_modules/.bin"),
+    ];
+    for (b, tool) in bins.iter().zip(["componentize-py", "componentize-js"]) {
+        assert!(
+            b.join(tool).is_file(),
+            "{tool} is not installed in {}: run `bash tests/lab/setup-plugin-tools.sh`",
+            b.display()
+        );
+    }
+    let mut paths: Vec<PathBuf> = bins.to_vec();
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
+/// Python (componentize-py) and JavaScript (componentize-js): `plugin new` →
+/// `plugin test` passes out of the box (the same cases and snapshots as the
+/// Rust template), and the plugin runs in a workflow. Prints build times and
+/// sizes (run with --nocapture).
+#[test]
+fn python_and_js_plugins_new_test_and_run() {
+    let path = lang_tools_path();
+    let d = tempfile::tempdir().unwrap();
+    let mut report = Vec::new();
+    for (lang, name) in [("python", "py-probe"), ("js", "js-probe")] {
+        let run_in = |args: &[&str], cwd: &Path| {
+            lifeboat()
+                .current_dir(cwd)
+                .env("PATH", &path)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let made = ok(&run_in(&["plugin", "new", name, "--lang", lang], d.path()));
+        assert!(
+            made.contains(&format!("made plugin project {name} ({lang})")),
+            "{made}"
+        );
+        let proj = d.path().join(name);
+        let t0 = std::time::Instant::now();
+        let t = ok(&run_in(&["plugin", "test"], &proj));
+        let first = t0.elapsed().as_secs_f64();
+        assert!(
+            t.contains(&format!(
+                "plugin {name} 0.1.0 (contract lifeboat:plugin@0.1.2), 2 case(s)"
+            )),
+            "{t}"
+        );
+        assert!(t.contains("2 passed, 0 failed"), "{lang}: {t}");
+        let size = std::fs::metadata(proj.join("target/plugin.wasm"))
+            .unwrap()
+            .len();
+        std::fs::write(
+            d.path().join(format!("{name}.yaml")),
+            format!("name: try-{lang}\nplugins:\n  p: {{ source: ./{name}/target/plugin.wasm }}\nsteps:\n  - id: check\n    uses: p/check\n    with: {{ target: example }}\n"),
+        )
+        .unwrap();
+        let r = ok(&run_in(
+            &[
+                "run",
+                "--state-dir",
+                &format!("state-{lang}"),
+                &format!("{name}.yaml"),
+            ],
+            d.path(),
+        ));
+        assert!(
+            r.contains("ok = true") && r.contains("target = \"example\""),
+            "{lang}: {r}"
+        );
+        // a bad input is the plugin's clean step error, not a crash
+        std::fs::write(
+            d.path().join(format!("{name}-bad.yaml")),
+            format!("name: bad-{lang}\nplugins:\n  p: {{ source: ./{name}/target/plugin.wasm }}\nsteps:\n  - id: check\n    uses: p/check\n    with: {{ target: \"\" }}\n"),
+        )
+        .unwrap();
+        let o = run_in(&["plan", &format!("{name}-bad.yaml")], d.path());
+        assert!(
+            text(&o).contains("invalid-input: `target` must not be empty"),
+            "{lang}: {}",
+            text(&o)
+        );
+        report.push(format!(
+            "{lang}: new → passing test {first:.1} s, component {size} bytes"
+        ));
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
 #[test]
 fn the_harness_catches_broken_plugins() {
     let d = tempfile::tempdir().unwrap();

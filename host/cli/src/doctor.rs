@@ -116,6 +116,20 @@ pub fn run() -> u8 {
             needed: false,
             found: version_of("npm", &["--version"]),
         },
+        Check {
+            what: "componentize-py",
+            why: "building Python plugins (optional; a project's .venv has its own)",
+            fix: "python3 -m venv .venv && .venv/bin/pip install componentize-py==0.25.1",
+            needed: false,
+            found: version_of("componentize-py", &["--version"]),
+        },
+        Check {
+            what: "componentize-js",
+            why: "building JavaScript plugins (optional; `npm install` in a project installs it)",
+            fix: "npm install @bytecodealliance/componentize-js@0.23.0",
+            needed: false,
+            found: version_of("componentize-js", &["--version"]),
+        },
     ];
     let mut missing = 0;
     for c in &checks {

@@ -10,6 +10,7 @@ mod load;
 mod lockfile;
 mod progress;
 mod scaffold;
+mod scaffold_langs;
 mod vault;
 
 use std::path::{Path, PathBuf};
@@ -364,7 +365,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let d = scaffold::new(&name, lang, &dir)?;
-            println!("made plugin project {} ({lang:?})", d.display());
+            println!("made plugin project {} ({})", d.display(), lang.as_str());
             println!(
                 "  next: cd {} && lifeboat plugin build && lifeboat plugin test",
                 d.display()

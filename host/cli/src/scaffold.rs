@@ -17,7 +17,7 @@ pub const OUTPUT: &str = "target/plugin.wasm";
 
 /// A template file: path inside the project, contents with `{{name}}`,
 /// `{{name_snake}}` and `{{wit_version}}` placeholders.
-type TemplateFile = (&'static str, &'static str);
+pub type TemplateFile = (&'static str, &'static str);
 
 macro_rules! template {
     ($lang:literal: $($path:literal),* $(,)?) => {
@@ -82,17 +82,23 @@ serde_json = { version = "1", features = ["preserve_order"] }
 #[serde(rename_all = "lowercase")]
 pub enum Lang {
     Rust,
+    Python,
+    Js,
 }
 
 impl Lang {
     fn files(self) -> &'static [TemplateFile] {
         match self {
             Lang::Rust => RUST,
+            Lang::Python => crate::scaffold_langs::PYTHON,
+            Lang::Js => crate::scaffold_langs::JS,
         }
     }
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
         }
     }
 }
@@ -206,13 +212,13 @@ pub fn new(name: &str, lang: Lang, parent: &Path) -> Result<PathBuf, Failure> {
 }
 
 /// A tool a build needs is missing: what to install, exactly.
-fn missing(tool: &str, install: &str) -> Failure {
+pub fn missing(tool: &str, install: &str) -> Failure {
     Failure::Failed(anyhow!(
         "`{tool}` is needed to build this plugin and was not found\n  help: {install}\n  (`lifeboat doctor` checks every tool)"
     ))
 }
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<std::process::Output> {
+pub fn run(cmd: &mut Command, what: &str) -> anyhow::Result<std::process::Output> {
     let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
         bail!(
@@ -260,6 +266,8 @@ pub fn build(dir: &Path) -> Result<PathBuf, Failure> {
     }
     match m.lang {
         Lang::Rust => build_rust(dir, &out)?,
+        Lang::Python => crate::scaffold_langs::build_python(dir, &out)?,
+        Lang::Js => crate::scaffold_langs::build_js(dir, &out)?,
     }
     Ok(out)
 }
