@@ -199,7 +199,8 @@ fn python_and_js_plugins_new_test_and_run() {
             .len();
         std::fs::write(
             d.path().join(format!("{name}.yaml")),
-            format!("name: try-{lang}\nplugins:\n  p: {{ source: ./{name}/target/plugin.wasm }}\nsteps:\n  - id: check\n    uses: p/check\n    with: {{ target: example }}\n"),
+            // next to a Rust plugin: the bundled demo's output feeds the step
+            format!("name: try-{lang}\nplugins:\n  demo: {{ source: \"builtin:demo\" }}\n  p: {{ source: ./{name}/target/plugin.wasm }}\nsteps:\n  - id: inv\n    uses: demo/inventory\n    with: {{ site: dc1, vms: [{{ name: web-01 }}] }}\n  - id: check\n    uses: p/check\n    with: {{ target: \"${{{{ steps.inv.outputs.vms[0] }}}}\" }}\n"),
         )
         .unwrap();
         let r = ok(&run_in(
@@ -212,7 +213,7 @@ fn python_and_js_plugins_new_test_and_run() {
             d.path(),
         ));
         assert!(
-            r.contains("ok = true") && r.contains("target = \"example\""),
+            r.contains("ok = true") && r.contains("target = \"web-01\""),
             "{lang}: {r}"
         );
         // a bad input is the plugin's clean step error, not a crash
