@@ -47,22 +47,6 @@ fn failover(lab: &Path, state: &Path, inputs: &[&str]) -> Output {
     run(&root().join(FAILOVER), lab, state, inputs)
 }
 
-fn points(lab: &Path) -> Vec<String> {
-    let o = lifeboat()
-        .args(["vault", "points", "--json", "--key-file"])
-        .arg(lab.join("vault.key"))
-        .arg(lab.join("vault"))
-        .output()
-        .unwrap();
-    ok(&o);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Whether a VMDK and a VHD hold the same guest-visible bytes (qemu-img compare).
 fn same(vmdk: &Path, vhd: &Path) -> bool {
     compare(vmdk, vhd, "vpc")
@@ -192,7 +176,7 @@ fn failover_materialises_the_point_and_a_valid_deployment() {
     let current = [vm.join("web01.vmdk"), vm.join("web01_1.vmdk")];
 
     replicate(&lab, &d.path().join("r1"));
-    let p1 = points(&lab).pop().unwrap();
+    let p1 = common::lab::point_ids(&lab, None).pop().unwrap();
 
     // a test failover of the latest (only) point
     let out = ok(&failover(&lab, &d.path().join("f1"), &[]));
@@ -271,7 +255,7 @@ fn failover_materialises_the_point_and_a_valid_deployment() {
         .output()
         .unwrap());
     replicate(&lab, &d.path().join("r2"));
-    let ids = points(&lab);
+    let ids = common::lab::point_ids(&lab, None);
     assert_eq!(ids.len(), 2);
     let p2 = ids[1].clone();
     assert!(
@@ -353,7 +337,7 @@ fn bad_input_is_a_clear_error_and_nothing_is_written() {
         "VM \"web01\" has no recovery points in the vault: run its replication first",
     );
     replicate(&lab, &d.path().join("r1"));
-    let p1 = points(&lab).pop().unwrap();
+    let p1 = common::lab::point_ids(&lab, None).pop().unwrap();
     fails(
         "no-such-point",
         &wf,

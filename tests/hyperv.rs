@@ -14,6 +14,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::lab::{output, restore_and_compare};
 use common::{lifeboat, ok, root, text};
 
 const WF: &str = "workflows/hyperv-to-azure/replicate.yaml";
@@ -28,60 +29,6 @@ fn run(wf: &Path, lab: &Path, state: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn points(lab: &Path) -> Vec<serde_json::Value> {
-    let o = lifeboat()
-        .args(["vault", "points", "--json", "--vm", "web02", "--key-file"])
-        .arg(lab.join("vault.key"))
-        .arg(lab.join("vault"))
-        .output()
-        .unwrap();
-    serde_json::from_slice::<serde_json::Value>(ok(&o).as_bytes())
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn output<'a>(run: &'a str, name: &str) -> &'a str {
-    let key = format!("    {name} = ");
-    run.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("no output {name} in:\n{run}"))
-}
-
-fn restore_and_compare(lab: &Path, point: &str, disk: &str, want: &Path) {
-    let out = lab.join(format!("restored-{point}-{}.qcow2", disk.replace(':', "-")));
-    ok(&lifeboat()
-        .args([
-            "vault",
-            "restore",
-            "--vm",
-            "web02",
-            "--point",
-            point,
-            "--disk-name",
-            disk,
-        ])
-        .args(["--format", "qcow2", "--out"])
-        .arg(&out)
-        .arg("--key-file")
-        .arg(lab.join("vault.key"))
-        .arg(lab.join("vault"))
-        .output()
-        .unwrap());
-    let cmp = Command::new("qemu-img")
-        .args(["compare", "-f", "vhdx", "-F", "qcow2"])
-        .arg(want)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        cmp.status.success(),
-        "{point} {disk}: {}",
-        String::from_utf8_lossy(&cmp.stdout)
-    );
 }
 
 #[test]
@@ -118,7 +65,10 @@ fn replicate_by_rct_then_fail_over_to_azure() {
         first.contains("\"network\":\"Backend\",\"vlan\":20,\"ip\":\"10.20.0.25\""),
         "{first}"
     );
-    let p1 = points(&lab)[0]["id"].as_str().unwrap().to_string();
+    let p1 = common::lab::points(&lab, Some("web02"))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // the guest writes 256 KiB + 64 KiB to the OS disk and 128 KiB to the data disk
     ok(&lifeboat()
@@ -136,16 +86,44 @@ fn replicate_by_rct_then_fail_over_to_azure() {
         ((256 + 64 + 128) << 10).to_string(),
         "{second}"
     );
-    let pts = points(&lab);
+    let pts = common::lab::points(&lab, Some("web02"));
     assert_eq!(pts.len(), 2);
     let p2 = pts[1]["id"].as_str().unwrap().to_string();
     assert_eq!(pts[1]["parent"], p1.as_str());
     // (the point records each disk's RCT id: the third run below shows it)
 
-    restore_and_compare(&lab, &p1, "scsi0:0", &gen1.join("web02.vhdx"));
-    restore_and_compare(&lab, &p1, "scsi0:1", &gen1.join("web02_data.vhdx"));
-    restore_and_compare(&lab, &p2, "scsi0:0", &disks.join("web02.vhdx"));
-    restore_and_compare(&lab, &p2, "scsi0:1", &disks.join("web02_data.vhdx"));
+    restore_and_compare(
+        &lab,
+        "web02",
+        &p1,
+        "scsi0:0",
+        &gen1.join("web02.vhdx"),
+        "vhdx",
+    );
+    restore_and_compare(
+        &lab,
+        "web02",
+        &p1,
+        "scsi0:1",
+        &gen1.join("web02_data.vhdx"),
+        "vhdx",
+    );
+    restore_and_compare(
+        &lab,
+        "web02",
+        &p2,
+        "scsi0:0",
+        &disks.join("web02.vhdx"),
+        "vhdx",
+    );
+    restore_and_compare(
+        &lab,
+        "web02",
+        &p2,
+        "scsi0:1",
+        &disks.join("web02_data.vhdx"),
+        "vhdx",
+    );
 
     // two guest changes between runs: the RCT answer's baseline is not the one
     // the last point recorded → hash comparison, said in the plan and run
@@ -243,7 +221,10 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{name}: {t}");
         assert!(t.contains(want), "{name}: expected {want:?} in:\n{t}");
-        assert!(points(&lab).is_empty(), "{name}: something was shipped");
+        assert!(
+            common::lab::points(&lab, Some("web02")).is_empty(),
+            "{name}: something was shipped"
+        );
         // put it back
         std::fs::write(&vm_json, &good).unwrap();
         let gone = lab.join("hyperv/web02/gone.vhdx");
@@ -270,7 +251,7 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
         t.contains("call GetVirtualDiskChanges until ProcessedByteLength covers the whole disk"),
         "{t}"
     );
-    assert_eq!(points(&lab).len(), 1);
+    assert_eq!(common::lab::points(&lab, Some("web02")).len(), 1);
 }
 
 /// A differencing disk whose parent is missing is a clear error naming the
@@ -320,5 +301,8 @@ fn broken_or_escaping_differencing_chains_are_refused() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("bad-disk") && t.contains("web02.vhdx"), "{t}");
-    assert!(points(&lab).is_empty(), "nothing may be shipped");
+    assert!(
+        common::lab::points(&lab, Some("web02")).is_empty(),
+        "nothing may be shipped"
+    );
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use common::lab::output;
 use common::{lifeboat, ok, root, sh};
 
 const SETUP_HINT: &str =
@@ -33,14 +34,6 @@ fn lab_script(script: &str, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn output<'a>(run: &'a str, name: &str) -> &'a str {
-    let key = format!("    {name} = ");
-    run.lines()
-        .rev()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("no output {name} in:\n{run}"))
 }
 
 /// The 64 KiB blocks that differ between two raw images, merged into runs:

@@ -251,21 +251,6 @@ fn run_with(
     cmd.output().unwrap()
 }
 
-fn points(lab: &Path) -> Vec<serde_json::Value> {
-    let o = lifeboat()
-        .args(["vault", "points", "--json", "--key-file"])
-        .arg(lab.join("vault.key"))
-        .arg(lab.join("vault"))
-        .output()
-        .unwrap();
-    ok(&o);
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// The value of the output line `    NAME = VALUE` of the step `step` in the
 /// result of a run.
 fn output<'a>(run: &'a str, step: &str, name: &str) -> &'a str {
@@ -489,7 +474,7 @@ fn replicates_a_vm_from_vcenter_then_falls_back_to_hash_comparison() {
     );
 
     // one point, holding the disk and the changeId given to it
-    let pts = points(&lab);
+    let pts = common::lab::points(&lab, None);
     assert_eq!(pts.len(), 1, "{pts:?}");
     let p1 = pts[0]["id"].as_str().unwrap().to_string();
     assert_eq!(pts[0]["vm"], VM);
@@ -551,7 +536,7 @@ fn replicates_a_vm_from_vcenter_then_falls_back_to_hash_comparison() {
     let props = soap.vm_properties(&moref, &["snapshot"]);
     assert!(!props.contains("<name>snapshot</name>"), "{props}");
 
-    let pts = points(&lab);
+    let pts = common::lab::points(&lab, None);
     assert_eq!(pts.len(), 2, "{pts:?}");
     let p2 = pts[1]["id"].as_str().unwrap().to_string();
     assert_eq!(pts[1]["parent"], p1.as_str());
@@ -582,7 +567,7 @@ fn replicates_a_vm_from_vcenter_then_falls_back_to_hash_comparison() {
         "{captured}"
     );
     assert_eq!(output(&third, "ship", "bytes_new"), "0", "{third}");
-    let pts = points(&lab);
+    let pts = common::lab::points(&lab, None);
     assert_eq!(pts.len(), 3);
     assert_eq!(pts[2]["consistency"], "app", "{pts:?}");
     assert_eq!(pts[1]["consistency"], "crash", "{pts:?}");
@@ -620,7 +605,7 @@ fn a_wrong_password_or_a_missing_disk_is_a_clear_error() {
         "{text}"
     );
     assert_no_password("a failed login", &text);
-    assert!(points(&lab).is_empty());
+    assert!(common::lab::points(&lab, None).is_empty());
 
     // the datastore site does not hold the VM's disk
     std::fs::remove_file(lab.join("datastores").join(DATASTORE_PATH)).unwrap();
@@ -643,7 +628,7 @@ fn a_wrong_password_or_a_missing_disk_is_a_clear_error() {
         "{text}"
     );
     assert_no_password("a failed discovery", &text);
-    assert!(points(&lab).is_empty());
+    assert!(common::lab::points(&lab, None).is_empty());
 
     // nothing was left behind in vCenter
     let mut soap = Soap::login(&sim.url);

@@ -9,8 +9,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::lab::{output, restore_and_compare};
 use common::{lifeboat, ok, root};
 
 const WF: &str = "workflows/vmware-to-azure/replicate.yaml";
@@ -24,64 +25,6 @@ fn replicate(lab: &Path, state: &Path) -> Output {
         .arg(format!("lab={}", lab.display()))
         .output()
         .unwrap()
-}
-
-fn points(lab: &Path) -> Vec<serde_json::Value> {
-    let o = lifeboat()
-        .args(["vault", "points", "--json", "--key-file"])
-        .arg(lab.join("vault.key"))
-        .arg(lab.join("vault"))
-        .output()
-        .unwrap();
-    ok(&o);
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn output<'a>(run: &'a str, name: &str) -> &'a str {
-    let key = format!("    {name} = ");
-    run.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("no output {name} in:\n{run}"))
-}
-
-fn restore_and_compare(lab: &Path, point: &str, disk: &str, want: &Path) {
-    let out = lab.join(format!("restored-{point}-{}.vhdx", disk.replace(':', "-")));
-    let o = lifeboat()
-        .args([
-            "vault",
-            "restore",
-            "--vm",
-            "web01",
-            "--point",
-            point,
-            "--disk-name",
-            disk,
-            "--format",
-            "vhdx",
-            "--out",
-        ])
-        .arg(&out)
-        .arg("--key-file")
-        .arg(lab.join("vault.key"))
-        .arg(lab.join("vault"))
-        .output()
-        .unwrap();
-    ok(&o);
-    let cmp = Command::new("qemu-img")
-        .args(["compare", "-f", "vmdk", "-F", "vhdx"])
-        .arg(want)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        cmp.status.success(),
-        "{point} {disk}: {}",
-        String::from_utf8_lossy(&cmp.stdout)
-    );
 }
 
 #[test]
@@ -101,7 +44,7 @@ fn full_then_incremental_ships_only_changed_areas() {
     }
 
     let first = ok(&replicate(&lab, &d.path().join("s1")));
-    let pts = points(&lab);
+    let pts = common::lab::points(&lab, None);
     assert_eq!(pts.len(), 1);
     let p1 = pts[0]["id"].as_str().unwrap().to_string();
     assert_eq!(output(&first, "bytes_read"), "14680064", "{first}");
@@ -123,7 +66,7 @@ fn full_then_incremental_ships_only_changed_areas() {
         changed.to_string(),
         "{second}"
     );
-    let pts = points(&lab);
+    let pts = common::lab::points(&lab, None);
     assert_eq!(pts.len(), 2);
     let p2 = pts[1]["id"].as_str().unwrap().to_string();
     assert_eq!(pts[1]["parent"], p1.as_str());
@@ -132,10 +75,38 @@ fn full_then_incremental_ships_only_changed_areas() {
     }
 
     // each point restores to exactly the disks of its time
-    restore_and_compare(&lab, &p1, "scsi0:0", &keep.join("web01.vmdk"));
-    restore_and_compare(&lab, &p1, "scsi0:1", &keep.join("web01_1.vmdk"));
-    restore_and_compare(&lab, &p2, "scsi0:0", &vm.join("web01.vmdk"));
-    restore_and_compare(&lab, &p2, "scsi0:1", &vm.join("web01_1.vmdk"));
+    restore_and_compare(
+        &lab,
+        "web01",
+        &p1,
+        "scsi0:0",
+        &keep.join("web01.vmdk"),
+        "vmdk",
+    );
+    restore_and_compare(
+        &lab,
+        "web01",
+        &p1,
+        "scsi0:1",
+        &keep.join("web01_1.vmdk"),
+        "vmdk",
+    );
+    restore_and_compare(
+        &lab,
+        "web01",
+        &p2,
+        "scsi0:0",
+        &vm.join("web01.vmdk"),
+        "vmdk",
+    );
+    restore_and_compare(
+        &lab,
+        "web01",
+        &p2,
+        "scsi0:1",
+        &vm.join("web01_1.vmdk"),
+        "vmdk",
+    );
 
     // no change list at all: hash comparison still finds only what changed
     std::fs::remove_dir_all(vm.join("cbt")).unwrap();
@@ -171,7 +142,10 @@ fn full_then_incremental_ships_only_changed_areas() {
             .output()
             .unwrap()
     };
-    let p3 = points(&lab)[2]["id"].as_str().unwrap().to_string();
+    let p3 = common::lab::points(&lab, None)[2]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let fourth = ok(&run("s4", "2"));
     assert!(
         fourth.contains(&format!(
@@ -181,12 +155,26 @@ fn full_then_incremental_ships_only_changed_areas() {
     );
     assert_eq!(output(&fourth, "removed"), format!("[\"{p1}\",\"{p2}\"]"));
     assert_eq!(output(&fourth, "kept"), "2", "{fourth}");
-    let pts = points(&lab);
+    let pts = common::lab::points(&lab, None);
     let ids: Vec<&str> = pts.iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(ids[0], p3, "{ids:?}");
-    restore_and_compare(&lab, ids[1], "scsi0:0", &vm.join("web01.vmdk"));
-    restore_and_compare(&lab, ids[1], "scsi0:1", &vm.join("web01_1.vmdk"));
+    restore_and_compare(
+        &lab,
+        "web01",
+        ids[1],
+        "scsi0:0",
+        &vm.join("web01.vmdk"),
+        "vmdk",
+    );
+    restore_and_compare(
+        &lab,
+        "web01",
+        ids[1],
+        "scsi0:1",
+        &vm.join("web01_1.vmdk"),
+        "vmdk",
+    );
     let fifth = ok(&run("s5", "2"));
     assert_eq!(output(&fifth, "removed"), format!("[\"{p3}\"]"), "{fifth}");
     // keep_last 0 would delete everything: refused, nothing lost
@@ -197,7 +185,7 @@ fn full_then_incremental_ships_only_changed_areas() {
         "{}",
         common::text(&o)
     );
-    assert_eq!(points(&lab).len(), 3);
+    assert_eq!(common::lab::points(&lab, None).len(), 3);
 }
 
 #[test]
@@ -255,7 +243,10 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
         assert_eq!(code, Some(1), "{name}: {text}");
         assert!(text.contains(want), "{name}: expected {want:?} in:\n{text}");
     }
-    assert!(points(&lab).is_empty(), "nothing may be shipped");
+    assert!(
+        common::lab::points(&lab, None).is_empty(),
+        "nothing may be shipped"
+    );
 
     // a change list that does not cover the disk: refused before shipping
     std::fs::rename(vm.join("gone.vmdk"), vm.join("web01_1.vmdk")).unwrap();
@@ -268,5 +259,5 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
     let (code, text) = run("short-cbt");
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("page through the whole disk"), "{text}");
-    assert_eq!(points(&lab).len(), 1);
+    assert_eq!(common::lab::points(&lab, None).len(), 1);
 }

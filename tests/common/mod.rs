@@ -251,4 +251,5 @@ fn handle(mut conn: TcpStream, counts: &Mutex<HashMap<String, u32>>, state: &Mut
     );
 }
 pub mod azurite;
+pub mod lab;
 pub mod vcsim;

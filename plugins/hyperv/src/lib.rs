@@ -15,7 +15,9 @@ mod config;
 use std::collections::BTreeMap;
 
 use lifeboat_plugin_sdk::prelude::*;
-use lifeboat_plugin_sdk::replication::{CapturedDisk, Ship, Snapshot, mib};
+use lifeboat_plugin_sdk::replication::{
+    CapturedDisk, Ship, Snapshot, check_mode, mib, previous_point,
+};
 use lifeboat_plugin_sdk::retention::Retention;
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent};
 use serde::Deserialize;
@@ -274,12 +276,7 @@ struct CaptureIn {
 }
 
 fn capture(i: &CaptureIn) -> Result<(Vec<CapturedDisk>, VmConfig), StepError> {
-    if !["", "auto", "full", "hash"].contains(&i.mode.as_str()) {
-        return Err(StepError::invalid_input(format!(
-            "mode {:?} is not one of auto, full, hash",
-            i.mode
-        )));
-    }
+    check_mode(&i.mode)?;
     for k in i.rct.keys() {
         if !i.vm.disks.iter().any(|d| &d.name == k) {
             let names: Vec<&str> = i.vm.disks.iter().map(|d| d.name.as_str()).collect();
@@ -294,11 +291,7 @@ fn capture(i: &CaptureIn) -> Result<(Vec<CapturedDisk>, VmConfig), StepError> {
     let mut vm = i.vm.clone();
     let mut out = Vec::new();
     for d in &mut vm.disks {
-        let previous = points.iter().rev().find(|p| {
-            p.disks
-                .iter()
-                .any(|x| x.name == d.name && x.virtual_size == d.size_bytes)
-        });
+        let previous = previous_point(&points, &d.name, d.size_bytes);
         // the RCT id the previous point recorded for this disk
         let baseline = previous.and_then(|p| {
             p.meta["disks"]

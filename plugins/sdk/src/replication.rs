@@ -35,6 +35,31 @@ pub struct CapturedDisk {
     pub source: String,
 }
 
+/// A capture step's `mode` input: `auto` (or empty), `full` or `hash`.
+pub fn check_mode(mode: &str) -> Result<(), StepError> {
+    if ["", "auto", "full", "hash"].contains(&mode) {
+        Ok(())
+    } else {
+        Err(StepError::invalid_input(format!(
+            "mode {mode:?} is not one of auto, full, hash"
+        )))
+    }
+}
+
+/// The VM's latest point (of `points`, oldest first) holding disk `disk` at
+/// `size` bytes: what an incremental capture of that disk builds on.
+pub fn previous_point<'a>(
+    points: &'a [transfer::PointInfo],
+    disk: &str,
+    size: u64,
+) -> Option<&'a transfer::PointInfo> {
+    points.iter().rev().find(|p| {
+        p.disks
+            .iter()
+            .any(|x| x.name == disk && x.virtual_size == size)
+    })
+}
+
 /// The name of a VM given as `discover` returns it (an object with `name`) or as a string.
 pub fn vm_name(vm: &serde_json::Value) -> Result<String, StepError> {
     match vm {

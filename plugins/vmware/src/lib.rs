@@ -22,7 +22,7 @@ mod vcenter;
 mod vmx;
 
 use lifeboat_plugin_sdk::prelude::*;
-use lifeboat_plugin_sdk::replication::{Ship, consistency, mib};
+use lifeboat_plugin_sdk::replication::{Ship, check_mode, consistency, mib, previous_point};
 use lifeboat_plugin_sdk::retention::Retention;
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent};
 use serde::{Deserialize, Serialize};
@@ -351,12 +351,7 @@ fn vcenter_capture(i: &CaptureIn) -> Result<Option<(&VcenterIn, &str, &VcenterFa
 /// vCenter mode: turn on change tracking (if off) and take the replication
 /// snapshot, then find each disk's changes against it.
 fn vcenter_capture_plan(i: &CaptureIn, facts: &VcenterFacts) -> Result<Plan, StepError> {
-    if !["", "auto", "full", "hash"].contains(&i.mode.as_str()) {
-        return Err(StepError::invalid_input(format!(
-            "mode {:?} is not one of auto, full, hash",
-            i.mode
-        )));
-    }
+    check_mode(&i.mode)?;
     let quiesce = consistency(&i.consistency)? == "app";
     let points = transfer::points(&i.vm.name)?;
     let plan = SnapshotPlan {
@@ -546,12 +541,7 @@ fn changed_list(site: &str, path: &str, disk: &Disk) -> Result<Vec<Extent>, Step
 }
 
 fn capture(i: &CaptureIn) -> Result<Vec<Captured>, StepError> {
-    if !["", "auto", "full", "hash"].contains(&i.mode.as_str()) {
-        return Err(StepError::invalid_input(format!(
-            "mode {:?} is not one of auto, full, hash",
-            i.mode
-        )));
-    }
+    check_mode(&i.mode)?;
     for k in i.changed_areas.keys() {
         if !i.vm.disks.iter().any(|d| &d.name == k) {
             let names: Vec<&str> = i.vm.disks.iter().map(|d| d.name.as_str()).collect();
@@ -565,11 +555,7 @@ fn capture(i: &CaptureIn) -> Result<Vec<Captured>, StepError> {
     let points = transfer::points(&i.vm.name)?;
     let mut out = Vec::new();
     for d in &i.vm.disks {
-        let previous = points.iter().rev().find(|p| {
-            p.disks
-                .iter()
-                .any(|x| x.name == d.name && x.virtual_size == d.size_bytes)
-        });
+        let previous = previous_point(&points, &d.name, d.size_bytes);
         let allocated = || -> Result<u64, StepError> {
             Ok(transfer::inspect_disk(&i.site, &d.path)?.allocated)
         };
