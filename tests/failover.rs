@@ -116,34 +116,6 @@ fn resource<'a>(doc: &'a Value, ty: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {ty} {name} in {doc:#}"))
 }
 
-/// The ARM oracle (Microsoft's SDK models), set up once per test process.
-fn oracle(files: &[&Path]) -> (bool, String) {
-    static READY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let python = READY.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("tests/oracle/setup.sh"))
-            .output()
-            .map_err(|e| format!("cannot run tests/oracle/setup.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("tests/oracle/setup.sh failed:\n{}", text(&out)));
-        }
-        Ok(root().join("target/tools/arm-oracle/bin/python"))
-    });
-    let python = python
-        .as_ref()
-        .unwrap_or_else(|e| panic!("ARM oracle unavailable: {e}"));
-    let o = Command::new(python)
-        .arg(root().join("tests/oracle/arm_check.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    match o.status.code() {
-        Some(0) => (true, text(&o)),
-        Some(1) => (false, text(&o)),
-        other => panic!("oracle crashed ({other:?}): {}", text(&o)),
-    }
-}
-
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = vec![];
     let mut dirs = vec![dir.to_path_buf()];
@@ -303,7 +275,7 @@ fn failover_materialises_the_point_and_a_valid_deployment() {
     );
 
     let test_file = azure.join("deployments/lifeboat-failover-web01-test.json");
-    let (passed, report) = oracle(&[&test_file, &planned_file]);
+    let (passed, report) = common::lab::arm_oracle(&[&test_file, &planned_file]);
     assert!(passed, "the oracle rejected a deployment:\n{report}");
     assert!(
         report.contains("2 file(s)") && report.contains("0 problem(s)"),
@@ -626,7 +598,7 @@ fn arm_endpoint_gets_the_deployment_and_never_the_token_in_plans() {
     assert_eq!(body["properties"]["mode"], "Incremental");
     let sent = d.path().join("sent.json");
     std::fs::write(&sent, &seen[0].body).unwrap();
-    let (passed, report) = oracle(&[&sent]);
+    let (passed, report) = common::lab::arm_oracle(&[&sent]);
     assert!(passed, "the oracle rejected the submitted body:\n{report}");
 
     // the blobs are in the site, the deployment went to ARM only

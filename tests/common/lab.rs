@@ -2,10 +2,11 @@
 //! failover, recovery): a run's outputs, the vault's points, and restoring a
 //! point's disk to compare it with qemu-img.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
-use super::{lifeboat, ok};
+use super::{lifeboat, ok, root, text};
 
 /// The value of the last output line `    NAME = VALUE` of a run's result.
 pub fn output<'a>(run: &'a str, name: &str) -> &'a str {
@@ -86,4 +87,32 @@ pub fn restore_and_compare(
         String::from_utf8_lossy(&cmp.stdout),
         String::from_utf8_lossy(&cmp.stderr)
     );
+}
+
+/// The ARM oracle (Microsoft's SDK models), set up once per test process.
+pub fn arm_oracle(files: &[&Path]) -> (bool, String) {
+    static READY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let python = READY.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("tests/oracle/setup.sh"))
+            .output()
+            .map_err(|e| format!("cannot run tests/oracle/setup.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("tests/oracle/setup.sh failed:\n{}", text(&out)));
+        }
+        Ok(root().join("target/tools/arm-oracle/bin/python"))
+    });
+    let python = python
+        .as_ref()
+        .unwrap_or_else(|e| panic!("ARM oracle unavailable: {e}"));
+    let o = Command::new(python)
+        .arg(root().join("tests/oracle/arm_check.py"))
+        .args(files)
+        .output()
+        .unwrap();
+    match o.status.code() {
+        Some(0) => (true, text(&o)),
+        Some(1) => (false, text(&o)),
+        other => panic!("oracle crashed ({other:?}): {}", text(&o)),
+    }
 }
