@@ -86,7 +86,8 @@ fn run(wf: &Path, lab: &Path, state: &Path, extra: &[&str]) -> Output {
 }
 
 /// The scenario's failover workflow with its `azure` site turned into the
-/// Azurite container `vhds` (page blobs), written next to the lab.
+/// Azurite container `vhds` (page blobs) over HTTPS, trusting the test's CA,
+/// written next to the lab.
 fn azurite_failover(
     az: &common::azurite::Azurite,
     scenario: &str,
@@ -103,8 +104,9 @@ fn azurite_failover(
     let text = text.replace(
         site,
         &format!(
-            "    url: \"{}\"\n    key: storage_key\n",
-            az.container_url("vhds")
+            "    url: \"{}\"\n    key: storage_key\n    ca_file: \"{}\"\n",
+            az.container_url("vhds"),
+            az.ca_file().display()
         ),
     );
     // the site is the `vhds` container itself: blob names carry no container
@@ -208,7 +210,7 @@ fn vmware_to_azure_boot_verified() {
     assert_ne!(p1, p2);
 
     // the recovery site: an Azure storage account (Azurite), page blobs
-    let az = common::azurite::Azurite::start();
+    let az = common::azurite::Azurite::start_https();
     let failover = azurite_failover(&az, "vmware-to-azure", d.path());
 
     let mut report = vec![
@@ -303,7 +305,7 @@ fn hyperv_chain_to_azure_boot_verified() {
     let p2 = output(&inc, "point").trim_matches('"').to_string();
     assert_ne!(p1, p2);
 
-    let az = common::azurite::Azurite::start();
+    let az = common::azurite::Azurite::start_https();
     let failover = azurite_failover(&az, "hyperv-to-azure", d.path());
     let mut report = vec![
         format!("hyper-v replicate full: {full_s:.1} s"),

@@ -339,7 +339,7 @@ secrets:
   storage_key: {{ env: TEST_STORAGE_KEY }}
 sites:
   src: {{ path: ./src }}
-  azure: {{ url: "{url}", key: storage_key }}
+  azure: {{ url: "{url}", key: storage_key, insecure_http: true }}
 vault:
   url: ./vault
 plugins:
@@ -513,4 +513,134 @@ steps:
         .output()
         .unwrap();
     assert!(c.status.success(), "{}", text(&c));
+}
+
+/// Encryption in transit: an HTTPS Azurite whose certificate is signed by a CA
+/// made for the test. Trusted through the workflow's `ca_file`, a restore
+/// lands as a page blob and the plan says TLS; without it, the untrusted
+/// certificate is a clear error naming the fix; plain http without the opt-in
+/// is refused before anything runs, and the opt-in only covers 127.0.0.1.
+#[test]
+fn blob_sites_need_tls_and_trust_only_what_the_workflow_says() {
+    let az = common::azurite::Azurite::start_https();
+    let d = lab();
+    let wf = |name: &str, site: &str| {
+        let p = d.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                r#"name: {name}
+secrets:
+  storage_key: {{ env: TEST_STORAGE_KEY }}
+sites:
+  src: {{ path: ./src }}
+  azure: {site}
+vault:
+  url: ./vault
+plugins:
+  kit:
+    source: {kit}
+    grants: {{ sites: {{ src: read, azure: write }}, vault: write }}
+steps:
+  - id: ship
+    uses: kit/transfer
+    with: {{ op: ship, args: {{ vm: vm1, disk: disk0, site: src, path: vm1/disk0.qcow2 }} }}
+  - id: seal
+    uses: kit/transfer
+    with: {{ op: seal, args: {{ vm: vm1, staged: ["${{{{ steps.ship.outputs.result.staged }}}}"] }} }}
+  - id: restore
+    uses: kit/transfer
+    with:
+      op: restore
+      args: {{ vm: vm1, point: "${{{{ steps.seal.outputs.result.id }}}}", disk: disk0, site: azure, path: vhds/vm1.vhd, format: vhd }}
+"#,
+                kit = testkit_wasm().display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let go = |cmd: &str, p: &Path| {
+        let mut c = lifeboat();
+        c.env("LIFEBOAT_VAULT_KEY", KEY)
+            .env("TEST_STORAGE_KEY", common::azurite::KEY)
+            .arg(cmd);
+        if cmd == "run" {
+            c.arg("--state-dir").arg(d.path().join(format!(
+                "state-{}",
+                p.file_stem().unwrap().to_string_lossy()
+            )));
+        }
+        c.arg(p).output().unwrap()
+    };
+    let url = az.container_url("tls");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    // trusted through the workflow: works, and the plan says how
+    let trusted = wf(
+        "trusted",
+        &format!(
+            "{{ url: \"{url}\", key: storage_key, ca_file: \"{}\" }}",
+            az.ca_file().display()
+        ),
+    );
+    let plan = text(&go("plan", &trusted));
+    assert!(
+        plan.contains(&format!("azure: {url} (Azure Blob; TLS, also trusting the CA in {}; key from secret storage_key)", az.ca_file().display())),
+        "{plan}"
+    );
+    let o = go("run", &trusted);
+    assert!(o.status.success(), "{}", text(&o));
+    let c = lifeboat_caps::azblob::AzBlob::with_ca(
+        &url,
+        common::azurite::ACCOUNT,
+        common::azurite::KEY,
+        Some(&std::fs::read(az.ca_file()).unwrap()),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let props = rt.block_on(c.properties("vhds/vm1.vhd")).unwrap().unwrap();
+    assert_eq!(props.blob_type, lifeboat_caps::azblob::BlobType::Page);
+
+    // the same endpoint without the CA: the certificate is not trusted
+    let untrusted = wf(
+        "untrusted",
+        &format!("{{ url: \"{url}\", key: storage_key }}"),
+    );
+    let o = go("run", &untrusted);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("not signed by a trusted CA: give the site its CA with `ca_file: ca.pem`"),
+        "{t}"
+    );
+
+    // plain http: refused unless opted in, and the opt-in is for 127.0.0.1 only
+    let plain = wf(
+        "plain",
+        "{ url: \"http://127.0.0.1:1/devstoreaccount1/x\", key: storage_key }",
+    );
+    let o = go("plan", &plain);
+    let t = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("is plain http: the storage traffic and its signed requests would travel unencrypted; use https://"), "{t}");
+    let remote = wf(
+        "remote",
+        "{ url: \"http://storage.example.com/acct/x\", key: storage_key, insecure_http: true }",
+    );
+    let t = text(&go("plan", &remote));
+    assert!(
+        t.contains("`insecure_http` only allows plain http to 127.0.0.1"),
+        "{t}"
+    );
+    let optin = wf(
+        "optin",
+        "{ url: \"http://127.0.0.1:1/devstoreaccount1/x\", key: storage_key, insecure_http: true }",
+    );
+    let t = text(&go("plan", &optin));
+    assert!(
+        t.contains("NOT ENCRYPTED: plain http, allowed by insecure_http"),
+        "{t}"
+    );
+    assert!(!t.contains(common::azurite::KEY), "the storage key leaked");
 }

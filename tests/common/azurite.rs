@@ -19,11 +19,108 @@ pub const KEY: &str =
 pub struct Azurite {
     child: Child,
     pub port: u16,
+    /// Over HTTPS: the test CA that signed its certificate (PEM).
+    ca: Option<PathBuf>,
     _cwd: tempfile::TempDir,
+}
+
+/// A CA made for this test and a certificate for 127.0.0.1 signed by it, in `dir`
+/// (`ca.pem`, `cert.pem`, `key.pem`), made with the openssl command.
+fn make_test_ca(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl ({e}): apt-get install openssl"));
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec[..],
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=lifeboat test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ][..],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec[..],
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ][..],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 impl Azurite {
     pub fn start() -> Azurite {
+        Self::launch(false)
+    }
+
+    /// Over HTTPS, with a certificate signed by a CA made for the test
+    /// ([`Azurite::ca_file`]): nothing trusts it unless told to.
+    pub fn start_https() -> Azurite {
+        Self::launch(true)
+    }
+
+    /// The test CA's certificate (PEM), when started over HTTPS.
+    pub fn ca_file(&self) -> &Path {
+        self.ca
+            .as_deref()
+            .expect("Azurite was started over plain HTTP")
+    }
+
+    fn launch(https: bool) -> Azurite {
         let bin = std::env::var_os("LIFEBOAT_AZURITE")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -42,7 +139,15 @@ impl Azurite {
             .unwrap()
             .port();
         let cwd = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        let ca = if https {
+            make_test_ca(cwd.path());
+            cmd.args(["--cert", "cert.pem", "--key", "key.pem"]);
+            Some(cwd.path().join("ca.pem"))
+        } else {
+            None
+        };
+        let mut child = cmd
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .args([
                 "--inMemoryPersistence",
@@ -69,13 +174,15 @@ impl Azurite {
         Azurite {
             child,
             port,
+            ca,
             _cwd: cwd,
         }
     }
 
     /// Path-style container URL (account in the path, as Azurite wants).
     pub fn container_url(&self, container: &str) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}/{container}", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{ACCOUNT}/{container}", self.port)
     }
 }
 

@@ -265,6 +265,17 @@ impl AzBlob {
     /// (`https://ACCOUNT.blob.core.windows.net/vhds`) — authorized with the account's
     /// base64 Shared Key. Nothing is sent yet.
     pub fn new(container_url: &str, account: &str, key_base64: &str) -> Result<AzBlob, BlobError> {
+        Self::with_ca(container_url, account, key_base64, None)
+    }
+
+    /// [`AzBlob::new`], also trusting the CA certificates of `ca_pem` (a PEM
+    /// bundle) for the endpoint's TLS certificate, besides the system's roots.
+    pub fn with_ca(
+        container_url: &str,
+        account: &str,
+        key_base64: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<AzBlob, BlobError> {
         let bad = |reason: &str| BlobError::InvalidUrl {
             url: container_url.to_string(),
             reason: reason.to_string(),
@@ -321,7 +332,20 @@ impl AzBlob {
         let key = hmac::Key::new(hmac::HMAC_SHA256, &key_bytes);
 
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BlobError::Client {
+                    detail: format!("the CA file is not PEM certificates: {}", error_chain(&e)),
+                })?;
+            if certs.is_empty() {
+                return Err(BlobError::Client {
+                    detail: "the CA file holds no PEM certificate".into(),
+                });
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(300))
             .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
@@ -1087,6 +1111,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
             s.push_str(&m);
         }
         cur = c.source();
+    }
+    if s.contains("certificate") && (s.contains("UnknownIssuer") || s.contains("invalid peer")) {
+        s.push_str(" (the endpoint's TLS certificate is not signed by a trusted CA: give the site its CA with `ca_file: ca.pem`)");
     }
     s
 }

@@ -97,7 +97,12 @@ pub enum SiteSpec {
     /// A folder (resolved against the workflow's folder).
     Folder(PathBuf),
     /// An Azure Blob container, with the storage account key.
-    Azblob { url: String, key: String },
+    /// `ca`: PEM CA certificates trusted for the endpoint besides the system's.
+    Azblob {
+        url: String,
+        key: String,
+        ca: Option<Vec<u8>>,
+    },
 }
 
 impl std::fmt::Debug for SiteSpec {
@@ -147,8 +152,8 @@ impl Capabilities {
             .map(|(name, spec)| {
                 let site = match spec {
                     SiteSpec::Folder(p) => Site::Folder(p),
-                    SiteSpec::Azblob { url, key } => Site::Blob(match account_of(&url) {
-                        Some(acct) => azblob::AzBlob::new(&url, &acct, &key)
+                    SiteSpec::Azblob { url, key, ca } => Site::Blob(match account_of(&url) {
+                        Some(acct) => azblob::AzBlob::with_ca(&url, &acct, &key, ca.as_deref())
                             .map_err(|e| e.to_string()),
                         None => Err(format!(
                             "{url} is not an Azure Blob container URL (https://ACCOUNT.blob.core.windows.net/CONTAINER)"

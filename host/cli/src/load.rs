@@ -251,7 +251,21 @@ impl Loaded {
         for (k, s) in sites {
             let spec = match s {
                 SiteRef::Folder(p) => SiteSpec::Folder(self.base.join(p)),
-                SiteRef::Azblob { url, key } => {
+                SiteRef::Azblob {
+                    url, key, ca_file, ..
+                } => {
+                    let ca = match ca_file {
+                        None => None,
+                        Some(f) => {
+                            let path = self.base.join(f);
+                            Some(std::fs::read(&path).map_err(|e| {
+                                Failure::Invalid(format!(
+                                    "error: site `{k}`: cannot read its ca_file {}: {e}",
+                                    path.display()
+                                ))
+                            })?)
+                        }
+                    };
                     let name = key.strip_prefix("secret ").unwrap_or(key);
                     let secrets = self.secrets()?;
                     let value = secrets.get(name).cloned().ok_or_else(|| {
@@ -262,6 +276,7 @@ impl Loaded {
                     SiteSpec::Azblob {
                         url: url.clone(),
                         key: value,
+                        ca,
                     }
                 }
             };

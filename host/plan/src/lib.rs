@@ -109,15 +109,72 @@ pub struct Plan {
 #[serde(rename_all = "lowercase")]
 pub enum SiteRef {
     Folder(String),
-    Azblob { url: String, key: String },
+    Azblob {
+        url: String,
+        key: String,
+        /// Whether the endpoint is reached over TLS (`https://`).
+        #[serde(default = "yes")]
+        encrypted: bool,
+        /// Extra CA certificates trusted for it (a PEM file).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl std::fmt::Display for SiteRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SiteRef::Folder(p) => write!(f, "{p}"),
-            SiteRef::Azblob { url, key } => write!(f, "{url} (Azure Blob; key from {key})"),
+            SiteRef::Azblob {
+                url,
+                key,
+                encrypted,
+                ca_file,
+            } => {
+                write!(f, "{url} (Azure Blob; ")?;
+                match (encrypted, ca_file) {
+                    (true, Some(ca)) => write!(f, "TLS, also trusting the CA in {ca}")?,
+                    (true, None) => write!(f, "TLS")?,
+                    (false, _) => write!(f, "NOT ENCRYPTED: plain http, allowed by insecure_http")?,
+                }
+                write!(f, "; key from {key})")
+            }
         }
+    }
+}
+
+/// `https://` is required; `http://` only with `insecure_http` and a loopback host.
+fn check_endpoint(site: &str, url: &str, insecure_http: bool) -> Result<bool, PlanError> {
+    let bad = |message: String| PlanError::Plugin {
+        step: format!("sites.{site}.url"),
+        message,
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        bad(format!(
+            "`{url}` is not a URL; give https://ACCOUNT.blob.core.windows.net/CONTAINER"
+        ))
+    })?;
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    match scheme {
+        "https" => Ok(true),
+        "http" if !insecure_http => Err(bad(format!(
+            "`{url}` is plain http: the storage traffic and its signed requests would travel unencrypted; use https:// (for a local emulator on 127.0.0.1, `insecure_http: true` allows it)"
+        ))),
+        "http" if ["127.0.0.1", "localhost", "[::1]"].contains(&host) => Ok(false),
+        "http" => Err(bad(format!(
+            "`insecure_http` only allows plain http to 127.0.0.1 (an emulator on this machine), not to `{host}`; use https://"
+        ))),
+        other => Err(bad(format!(
+            "`{url}`: the scheme must be https, not {other}"
+        ))),
     }
 }
 
@@ -716,10 +773,19 @@ fn eval_setup(
     for (name, d) in &wf.sites {
         let site = match (&d.path, &d.url) {
             (Some(p), _) => SiteRef::Folder(text(format!("sites.{name}.path"), p)?),
-            (None, Some(u)) => SiteRef::Azblob {
-                url: text(format!("sites.{name}.url"), u)?,
-                key: format!("secret {}", d.key.as_deref().unwrap_or("?")),
-            },
+            (None, Some(u)) => {
+                let url = text(format!("sites.{name}.url"), u)?;
+                let encrypted = check_endpoint(name, &url, d.insecure_http)?;
+                SiteRef::Azblob {
+                    url,
+                    key: format!("secret {}", d.key.as_deref().unwrap_or("?")),
+                    encrypted,
+                    ca_file: match &d.ca_file {
+                        Some(c) => Some(text(format!("sites.{name}.ca_file"), c)?),
+                        None => None,
+                    },
+                }
+            }
             (None, None) => continue,
         };
         sites.insert(name.clone(), site);

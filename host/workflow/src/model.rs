@@ -51,6 +51,11 @@ pub struct SiteDecl {
     pub url: Option<Template>,
     /// The declared secret holding the storage account key (with `url`).
     pub key: Option<String>,
+    /// With `url`: a PEM file of CA certificates to trust for the endpoint,
+    /// besides the system's (relative to the workflow file; inputs and vars).
+    pub ca_file: Option<Template>,
+    /// With `url`: allow plain `http://`, for an emulator on 127.0.0.1 only.
+    pub insecure_http: bool,
     pub doc: String,
 }
 

@@ -37,7 +37,7 @@ pub(crate) const INPUT_FIELDS: &[&str] = &["type", "required", "default", "doc"]
 pub(crate) const SECRET_FIELDS: &[&str] = &["env"];
 pub(crate) const PLUGIN_FIELDS: &[&str] = &["source", "grants", "limits"];
 pub(crate) const GRANT_FIELDS: &[&str] = &["http", "secrets", "sites", "vault"];
-pub(crate) const SITE_FIELDS: &[&str] = &["path", "url", "key", "doc"];
+pub(crate) const SITE_FIELDS: &[&str] = &["path", "url", "key", "ca_file", "insecure_http", "doc"];
 pub(crate) const VAULT_FIELDS: &[&str] = &["url", "key", "key_file"];
 pub(crate) const ACCESS_NAMES: &[&str] = &["read", "write"];
 pub(crate) const LIMIT_FIELDS: &[&str] = &["memory", "timeout"];
@@ -844,6 +844,8 @@ impl Checker<'_> {
                 path: None,
                 url: None,
                 key: None,
+                ca_file: None,
+                insecure_http: false,
                 doc: String::new(),
             };
             let Some(f) = self.fields(v, &what, SITE_FIELDS, help) else {
@@ -876,18 +878,37 @@ impl Checker<'_> {
                 }
                 (Some(p), None) => {
                     decl.path = self.setup_template(p, &format!("`path` of {what}"), inputs, vars);
-                    if let Some(kn) = f.key("key") {
-                        let d = self.sink.error(
-                            "unknown-field",
-                            kn.span,
-                            format!("`key` of {what} only applies to Azure Blob sites (`url:`)"),
-                            "not for a folder",
-                        );
-                        d.set_help("drop `key:`; a folder site needs no key");
+                    for field in ["key", "ca_file", "insecure_http"] {
+                        if let Some(kn) = f.key(field) {
+                            let d = self.sink.error(
+                                "unknown-field",
+                                kn.span,
+                                format!(
+                                    "`{field}` of {what} only applies to Azure Blob sites (`url:`)"
+                                ),
+                                "not for a folder",
+                            );
+                            d.set_help(format!("drop `{field}:`; a folder site has no endpoint"));
+                        }
                     }
                 }
                 (None, Some(u)) => {
                     decl.url = self.setup_template(u, &format!("`url` of {what}"), inputs, vars);
+                    if let Some(c) = f.get("ca_file") {
+                        decl.ca_file =
+                            self.setup_template(c, &format!("`ca_file` of {what}"), inputs, vars);
+                    }
+                    if let Some(n) = f.get("insecure_http") {
+                        match n.value {
+                            crate::yaml::Value::Bool(b) => decl.insecure_http = b,
+                            _ => self.wrong_type(
+                                n,
+                                &format!("`insecure_http` of {what}"),
+                                "a boolean",
+                                "`insecure_http: true` allows plain http:// to an emulator on 127.0.0.1",
+                            ),
+                        }
+                    }
                     match f.get("key") {
                         None => {
                             let d = self.sink.error(

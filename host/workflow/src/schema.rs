@@ -64,7 +64,7 @@ pub fn json_schema() -> Value {
                     "type": "object",
                     "additionalProperties": false,
                     "oneOf": [
-                        { "required": ["path"], "not": { "anyOf": [{ "required": ["url"] }, { "required": ["key"] }] } },
+                        { "required": ["path"], "not": { "anyOf": [{ "required": ["url"] }, { "required": ["key"] }, { "required": ["ca_file"] }, { "required": ["insecure_http"] }] } },
                         { "required": ["url", "key"], "not": { "required": ["path"] } }
                     ],
                     "properties": {
@@ -73,12 +73,20 @@ pub fn json_schema() -> Value {
                             "type": "string"
                         },
                         "url": {
-                            "description": "An Azure Blob container: `https://ACCOUNT.blob.core.windows.net/CONTAINER` (Azurite: `http://127.0.0.1:PORT/ACCOUNT/CONTAINER`); may use inputs and vars.",
+                            "description": "An Azure Blob container: `https://ACCOUNT.blob.core.windows.net/CONTAINER` (Azurite: `https://127.0.0.1:PORT/ACCOUNT/CONTAINER`; plain http:// only with `insecure_http`); may use inputs and vars.",
                             "type": "string"
                         },
                         "key": {
                             "description": "With `url`: the declared secret holding the storage account key.",
                             "$ref": "#/definitions/identifier"
+                        },
+                        "ca_file": {
+                            "description": "With `url`: a PEM file of CA certificates to trust for the endpoint besides the system's (relative to the workflow file).",
+                            "type": "string"
+                        },
+                        "insecure_http": {
+                            "description": "With `url`: allow a plain http:// endpoint; only for an emulator on 127.0.0.1 (default false: https:// is required).",
+                            "type": "boolean"
                         },
                         "doc": { "description": "What the site is.", "type": "string" }
                     }
