@@ -90,7 +90,13 @@ fn replicate_by_rct_then_fail_over_to_azure() {
     assert_eq!(pts.len(), 2);
     let p2 = pts[1]["id"].as_str().unwrap().to_string();
     assert_eq!(pts[1]["parent"], p1.as_str());
-    // (the point records each disk's RCT id: the third run below shows it)
+    // the point records the VM and each disk's RCT id: the next capture's baseline
+    assert_eq!(pts[1]["meta"]["generation"], 2, "{}", pts[1]);
+    assert_eq!(
+        pts[1]["meta"]["disks"][0]["rct_id"], "rct:web02-scsi0-0:2",
+        "{}",
+        pts[1]
+    );
 
     restore_and_compare(
         &lab,

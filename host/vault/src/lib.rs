@@ -81,6 +81,9 @@ pub struct PointSummary {
     pub consistency: Consistency,
     pub parent: Option<String>,
     pub disks: Vec<DiskSummary>,
+    /// What the sealer recorded (the VM's configuration), when anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -372,6 +375,7 @@ impl Vault {
                 created: m.created,
                 consistency: m.consistency,
                 parent: m.parent,
+                meta: m.meta,
             })
             .collect())
     }
