@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use lifeboat_plugin_sdk::prelude::*;
 use lifeboat_plugin_sdk::replication::{
-    CapturedDisk, Ship, Snapshot, check_mode, mib, previous_point,
+    CapturedDisk, Ship, Snapshot, capture_action, check_mode, mib, previous_point,
 };
 use lifeboat_plugin_sdk::retention::Retention;
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent};
@@ -388,17 +388,7 @@ impl Step for Capture {
         let mut p = Plan::new();
         for d in &disks {
             p = p.action(
-                Action::read(
-                    format!("vm/{}/disk/{}", i.vm.name, d.name),
-                    format!(
-                        "{} ({}): {}, {} to read",
-                        d.name,
-                        d.path,
-                        d.source,
-                        mib(d.bytes)
-                    ),
-                )
-                .payload(d),
+                capture_action(&i.vm.name, &d.name, &d.path, &d.source, d.bytes).payload(d),
             );
         }
         Ok(p.output("disks", &disks)

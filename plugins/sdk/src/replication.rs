@@ -35,6 +35,15 @@ pub struct CapturedDisk {
     pub source: String,
 }
 
+/// The `read` action a capture step plans for one disk: where its changes come
+/// from and how much the host will read (the caller attaches its payload).
+pub fn capture_action(vm: &str, disk: &str, path: &str, source: &str, bytes: u64) -> Action {
+    Action::read(
+        format!("vm/{vm}/disk/{disk}"),
+        format!("{disk} ({path}): {source}, {} to read", mib(bytes)),
+    )
+}
+
 /// A capture step's `mode` input: `auto` (or empty), `full` or `hash`.
 pub fn check_mode(mode: &str) -> Result<(), StepError> {
     if ["", "auto", "full", "hash"].contains(&mode) {

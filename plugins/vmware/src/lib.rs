@@ -22,7 +22,9 @@ mod vcenter;
 mod vmx;
 
 use lifeboat_plugin_sdk::prelude::*;
-use lifeboat_plugin_sdk::replication::{Ship, check_mode, consistency, mib, previous_point};
+use lifeboat_plugin_sdk::replication::{
+    Ship, capture_action, check_mode, consistency, mib, previous_point,
+};
 use lifeboat_plugin_sdk::retention::Retention;
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent};
 use serde::{Deserialize, Serialize};
@@ -633,17 +635,7 @@ impl Step for Capture {
         let mut p = Plan::new();
         for d in &disks {
             p = p.action(
-                Action::read(
-                    format!("vm/{}/disk/{}", i.vm.name, d.name),
-                    format!(
-                        "{} ({}): {}, {} to read",
-                        d.name,
-                        d.path,
-                        d.source,
-                        mib(d.bytes)
-                    ),
-                )
-                .payload(d),
+                capture_action(&i.vm.name, &d.name, &d.path, &d.source, d.bytes).payload(d),
             );
         }
         Ok(p.output("disks", &disks).output("bytes_to_move", total))
