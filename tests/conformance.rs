@@ -81,19 +81,11 @@ fn same(a: &Path, fa: &str, b: &Path, fb: &str) -> bool {
 #[test]
 fn every_source_plugin_conforms() {
     for s in SOURCES {
-        let d = tempfile::tempdir().unwrap();
-        let lab = d.path().join("lab");
-        ok(&lifeboat()
-            .args(["demo", "init"])
-            .arg(&lab)
-            .output()
-            .unwrap());
+        let (d, lab) = common::lab::demo_lab();
         let dir = lab.join(s.dir);
         let gen1 = d.path().join("gen1");
-        std::fs::create_dir_all(&gen1).unwrap();
-        for (_, f, _) in &s.disks {
-            std::fs::copy(dir.join(f), gen1.join(f)).unwrap();
-        }
+        let files: Vec<&str> = s.disks.iter().map(|(_, f, _)| *f).collect();
+        common::lab::keep_copies(&dir, &files, &gen1);
         let replicate = format!("workflows/{}/replicate.yaml", s.scenario);
 
         // discover: the common VM shape every failover reads

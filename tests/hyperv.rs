@@ -33,18 +33,11 @@ fn run(wf: &Path, lab: &Path, state: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn replicate_by_rct_then_fail_over_to_azure() {
-    let d = tempfile::tempdir().unwrap();
-    let lab = d.path().join("lab");
-    ok(&lifeboat()
-        .args(["demo", "init"])
-        .arg(&lab)
-        .output()
-        .unwrap());
+    let (d, lab) = common::lab::demo_lab();
     let disks = lab.join("hyperv/web02/Virtual Hard Disks");
     let gen1 = d.path().join("gen1");
-    std::fs::create_dir_all(&gen1).unwrap();
+    common::lab::keep_copies(&disks, &["web02.vhdx", "web02_data.vhdx"], &gen1);
     for f in ["web02.vhdx", "web02_data.vhdx"] {
-        std::fs::copy(disks.join(f), gen1.join(f)).unwrap();
         // the lab's disks are valid VHDX files, per qemu
         let c = Command::new("qemu-img")
             .args(["check", "-f", "vhdx"])
@@ -190,13 +183,7 @@ fn replicate_by_rct_then_fail_over_to_azure() {
 
 #[test]
 fn bad_input_is_a_clear_error_before_anything_moves() {
-    let d = tempfile::tempdir().unwrap();
-    let lab = d.path().join("lab");
-    ok(&lifeboat()
-        .args(["demo", "init"])
-        .arg(&lab)
-        .output()
-        .unwrap());
+    let (d, lab) = common::lab::demo_lab();
     let vm_json = lab.join("hyperv/web02/vm.json");
     let good = std::fs::read_to_string(&vm_json).unwrap();
     let wf = root().join(WF);
@@ -264,13 +251,7 @@ fn bad_input_is_a_clear_error_before_anything_moves() {
 /// parent and where it was looked for; a parent outside the site is refused.
 #[test]
 fn broken_or_escaping_differencing_chains_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let lab = d.path().join("lab");
-    ok(&lifeboat()
-        .args(["demo", "init"])
-        .arg(&lab)
-        .output()
-        .unwrap());
+    let (d, lab) = common::lab::demo_lab();
     let vm = lab.join("hyperv/web02");
     let disks = vm.join("Virtual Hard Disks");
     let child = disks.join("web02_CHILD.avhdx");

@@ -158,13 +158,7 @@ fn boot_points(failover: &Path, lab: &Path, dir: &Path, p1: &str, report: &mut V
 
 #[test]
 fn vmware_to_azure_boot_verified() {
-    let d = tempfile::tempdir().unwrap();
-    let lab = d.path().join("lab");
-    ok(&lifeboat()
-        .args(["demo", "init"])
-        .arg(&lab)
-        .output()
-        .unwrap());
+    let (d, lab) = common::lab::demo_lab();
     let vm = lab.join("vmware/web01");
 
     // the VM's OS disk is a bootable Linux whose health line shows its state
@@ -229,13 +223,7 @@ fn vmware_to_azure_boot_verified() {
 /// first (the first point).
 #[test]
 fn hyperv_chain_to_azure_boot_verified() {
-    let d = tempfile::tempdir().unwrap();
-    let lab = d.path().join("lab");
-    ok(&lifeboat()
-        .args(["demo", "init"])
-        .arg(&lab)
-        .output()
-        .unwrap());
+    let (d, lab) = common::lab::demo_lab();
     let vm = lab.join("hyperv/web02");
     let disks = vm.join("Virtual Hard Disks");
 

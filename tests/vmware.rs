@@ -29,19 +29,10 @@ fn replicate(lab: &Path, state: &Path) -> Output {
 
 #[test]
 fn full_then_incremental_ships_only_changed_areas() {
-    let d = tempfile::tempdir().unwrap();
-    let lab = d.path().join("lab");
-    ok(&lifeboat()
-        .args(["demo", "init"])
-        .arg(&lab)
-        .output()
-        .unwrap());
+    let (d, lab) = common::lab::demo_lab();
     let vm = lab.join("vmware/web01");
     let keep = d.path().join("gen1");
-    std::fs::create_dir_all(&keep).unwrap();
-    for f in ["web01.vmdk", "web01_1.vmdk"] {
-        std::fs::copy(vm.join(f), keep.join(f)).unwrap();
-    }
+    common::lab::keep_copies(&vm, &["web01.vmdk", "web01_1.vmdk"], &keep);
 
     let first = ok(&replicate(&lab, &d.path().join("s1")));
     let pts = common::lab::points(&lab, None);
@@ -190,13 +181,7 @@ fn full_then_incremental_ships_only_changed_areas() {
 
 #[test]
 fn bad_input_is_a_clear_error_before_anything_moves() {
-    let d = tempfile::tempdir().unwrap();
-    let lab = d.path().join("lab");
-    ok(&lifeboat()
-        .args(["demo", "init"])
-        .arg(&lab)
-        .output()
-        .unwrap());
+    let (d, lab) = common::lab::demo_lab();
     let vm = lab.join("vmware/web01");
     let vmx = std::fs::read_to_string(vm.join("web01.vmx")).unwrap();
     let run = |state: &str| {

@@ -116,3 +116,25 @@ pub fn arm_oracle(files: &[&Path]) -> (bool, String) {
         other => panic!("oracle crashed ({other:?}): {}", text(&o)),
     }
 }
+
+/// A fresh demo lab (`lifeboat demo init`) in a temporary folder: the folder
+/// (keep it alive) and the lab's path inside it.
+pub fn demo_lab() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let lab = d.path().join("lab");
+    ok(&lifeboat()
+        .args(["demo", "init"])
+        .arg(&lab)
+        .output()
+        .unwrap());
+    (d, lab)
+}
+
+/// Copies `files` of `from` into the new folder `to`: the disks of one
+/// generation, to compare its recovery point with later.
+pub fn keep_copies(from: &Path, files: &[&str], to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in files {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
