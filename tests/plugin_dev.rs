@@ -57,7 +57,7 @@ fn rust_plugin_new_build_test_run_and_the_snapshot_flow() {
     // out of the box: builds, and its cases pass
     let t = ok(&plugin(&["test"], &proj));
     assert!(
-        t.contains("plugin my-probe 0.1.0 (contract lifeboat:plugin@0.1.2), 2 case(s)"),
+        t.contains("plugin my-probe 0.1.0 (contract lifeboat:plugin@0.1.3), 2 case(s)"),
         "{t}"
     );
     assert!(
@@ -189,7 +189,7 @@ fn python_and_js_plugins_new_test_and_run() {
         let first = t0.elapsed().as_secs_f64();
         assert!(
             t.contains(&format!(
-                "plugin {name} 0.1.0 (contract lifeboat:plugin@0.1.2), 2 case(s)"
+                "plugin {name} 0.1.0 (contract lifeboat:plugin@0.1.3), 2 case(s)"
             )),
             "{t}"
         );
@@ -295,7 +295,7 @@ fn the_harness_catches_broken_plugins() {
 
 #[test]
 fn first_party_plugins_pass_their_harness_cases() {
-    for p in ["demo", "vmware", "hyperv", "http-health-probe"] {
+    for p in ["demo", "vmware", "hyperv", "azure", "http-health-probe"] {
         let cases = root().join("plugins").join(p).join("tests");
         let o = lifeboat()
             .env("CI", "true")
@@ -339,7 +339,7 @@ fn the_lockfile_refuses_a_changed_plugin() {
         "{lock}"
     );
     assert!(
-        lock.contains("\"contract\": \"lifeboat:plugin@0.1.2\""),
+        lock.contains("\"contract\": \"lifeboat:plugin@0.1.3\""),
         "{lock}"
     );
     ok(&lifeboat().arg("plan").arg(&wf).output().unwrap());
@@ -384,13 +384,13 @@ fn the_lockfile_refuses_a_changed_plugin() {
 
 /// A plugin of another major contract version is refused when loaded, with
 /// the plugin, its world and both versions named. (Built from the testkit by
-/// renaming its contract version, same length: `0.1.2` → `0.2.0`.)
+/// renaming its contract version, same length: `0.1.3` → `0.2.0`.)
 #[test]
 fn a_plugin_for_another_major_version_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(testkit_wasm()).unwrap();
     let (from, to) = (
-        b"lifeboat:plugin/steps@0.1.2",
+        b"lifeboat:plugin/steps@0.1.3",
         b"lifeboat:plugin/steps@0.2.0",
     );
     let mut out = bytes.clone();
@@ -414,7 +414,7 @@ fn a_plugin_for_another_major_version_is_refused() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(
-        t.contains("plugin `future` targets world `lifeboat:plugin/plugin@0.2.0`, but this host supports lifeboat:plugin@0.1.2; rebuild the plugin against lifeboat:plugin@0.1.2"),
+        t.contains("plugin `future` targets world `lifeboat:plugin/plugin@0.2.0`, but this host supports lifeboat:plugin@0.1.3; rebuild the plugin against lifeboat:plugin@0.1.3"),
         "{t}"
     );
 }

@@ -319,7 +319,7 @@ fn a_plugin_built_against_contract_0_1_0_still_runs() {
         .unwrap();
     assert!(inspect.status.success(), "{}", text(&inspect));
     assert!(
-        text(&inspect).contains("contract: lifeboat:plugin@0.1.0 (this host implements 0.1.2)"),
+        text(&inspect).contains("contract: lifeboat:plugin@0.1.0 (this host implements 0.1.3)"),
         "{}",
         text(&inspect)
     );

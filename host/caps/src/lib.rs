@@ -302,14 +302,23 @@ impl PluginCaps {
         }
     }
 
-    /// A blob site's client and the blob name for `path`; `None` for a folder site.
+    /// A blob site's client and the blob name for `path`; `None` for a folder
+    /// site. `PATH?snapshot=ID` names a snapshot of a blob (read-only): the
+    /// client returned reads that snapshot.
     fn blob(
         &self,
         site: &str,
         path: &str,
         need: Access,
-    ) -> Result<Option<(&azblob::AzBlob, String)>, StepError> {
+    ) -> Result<Option<(azblob::AzBlob, String)>, StepError> {
+        let (path, snapshot) = split_snapshot(path)?;
         match self.granted(site, need)? {
+            Site::Folder(_) if snapshot.is_some() => Err(step_err(
+                "unsupported",
+                format!(
+                    "site `{site}` is a folder: it has no snapshots, so {path:?} has no `?snapshot=`; name the file itself"
+                ),
+            )),
             Site::Folder(_) => Ok(None),
             Site::Blob(Err(e)) => Err(step_err("invalid-input", format!("site `{site}`: {e}"))),
             Site::Blob(Ok(c)) => {
@@ -322,7 +331,16 @@ impl PluginCaps {
                 if name.is_empty() {
                     return Err(step_err("invalid-input", "an empty path names no blob"));
                 }
-                Ok(Some((c, name)))
+                match snapshot {
+                    None => Ok(Some((c.clone(), name))),
+                    Some(_) if need == Access::Write => Err(step_err(
+                        "denied",
+                        format!(
+                            "site `{site}`: {path:?} at a snapshot is read-only; write the blob itself"
+                        ),
+                    )),
+                    Some(snap) => Ok(Some((c.at_snapshot(snap), name))),
+                }
             }
         }
     }
@@ -482,6 +500,28 @@ impl PluginCaps {
     }
 }
 
+/// `PATH?snapshot=ID` → (`PATH`, `Some(ID)`); a snapshot id is an Azure
+/// snapshot timestamp (digits, letters, `-`, `:`, `.`).
+fn split_snapshot(path: &str) -> Result<(&str, Option<&str>), StepError> {
+    match path.split_once("?snapshot=") {
+        None => Ok((path, None)),
+        Some((p, id))
+            if !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.')) =>
+        {
+            Ok((p, Some(id)))
+        }
+        Some((p, id)) => Err(step_err(
+            "invalid-input",
+            format!(
+                "{p:?}: snapshot id {id:?} is not a snapshot timestamp such as 2026-11-26T04:20:57.1234567Z"
+            ),
+        )),
+    }
+}
+
 fn point_info(m: &lifeboat_vault::Manifest) -> PointInfo {
     PointInfo {
         id: m.id.clone(),
@@ -551,6 +591,114 @@ fn lab_format(s: &str) -> Result<lifeboat_lab::DiskFormat, StepError> {
 }
 
 impl Transfer for PluginCaps {
+    fn snapshot_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, String> {
+        Box::pin(async move {
+            let Some((c, name)) = self.blob(site, path, Access::Read)? else {
+                return Err(step_err(
+                    "unsupported",
+                    format!(
+                        "site `{site}` is a folder: it has no snapshots; {path} is read as it is"
+                    ),
+                ));
+            };
+            if path.contains("?snapshot=") {
+                return Err(step_err(
+                    "invalid-input",
+                    format!("{site}:{path} is a snapshot already; snapshot the blob itself"),
+                ));
+            }
+            let id = c
+                .snapshot(&name)
+                .await
+                .map_err(|e| blob_err(site, path, e))?;
+            tracing::info!(plugin = %self.plugin, site = %site, path = %path, snapshot = %id, "snapshot taken");
+            Ok(id)
+        })
+    }
+
+    fn changed_extents<'a>(
+        &'a self,
+        site: &'a str,
+        path: &'a str,
+        since: &'a str,
+    ) -> Fut<'a, Vec<Extent>> {
+        Box::pin(async move {
+            let Some((c, name)) = self.blob(site, path, Access::Read)? else {
+                return Err(step_err(
+                    "unsupported",
+                    format!(
+                        "site `{site}` is a folder: it has no snapshots to compare; compare hashes instead"
+                    ),
+                ));
+            };
+            split_snapshot(&format!("x?snapshot={since}"))?;
+            let r = c.changed_pages(&name, since).await.map_err(|e| match e {
+                azblob::BlobError::Untrusted { .. } => step_err(
+                    "unsupported",
+                    format!("{site}:{path}: {e}; compare hashes instead"),
+                ),
+                e if e.error_code() == Some("PreviousSnapshotNotFound")
+                    || e.status() == Some(404) =>
+                {
+                    step_err(
+                        "not-found",
+                        format!(
+                            "{site}:{path}: the snapshot {since} to compare with is gone ({e})"
+                        ),
+                    )
+                }
+                e => blob_err(site, path, e),
+            })?;
+            let mut out: Vec<Extent> = Vec::with_capacity(r.pages.len() + r.clears.len());
+            for (list, kind) in [
+                (&r.pages, ExtentKind::Data),
+                (&r.clears, ExtentKind::Cleared),
+            ] {
+                for &(start, end) in list {
+                    if end < start {
+                        return Err(step_err(
+                            "io",
+                            format!(
+                                "{site}:{path}: Get Page Ranges answered the range {start}-{end}, which ends before it starts"
+                            ),
+                        ));
+                    }
+                    // Azure's ends are inclusive
+                    out.push(Extent {
+                        offset: start,
+                        length: end - start + 1,
+                        kind,
+                    });
+                }
+            }
+            out.sort_by_key(|e| e.offset);
+            Ok(out)
+        })
+    }
+
+    fn delete_snapshot<'a>(
+        &'a self,
+        site: &'a str,
+        path: &'a str,
+        snapshot: &'a str,
+    ) -> Fut<'a, ()> {
+        Box::pin(async move {
+            let Some((c, name)) = self.blob(site, path, Access::Read)? else {
+                return Err(step_err(
+                    "unsupported",
+                    format!("site `{site}` is a folder: it has no snapshots"),
+                ));
+            };
+            split_snapshot(&format!("x?snapshot={snapshot}"))?;
+            let existed = c
+                .delete_snapshot(&name, snapshot)
+                .await
+                .map_err(|e| blob_err(site, path, e))?;
+            tracing::info!(plugin = %self.plugin, site = %site, path = %path, snapshot = %snapshot, existed, "snapshot deleted");
+            Ok(())
+        })
+    }
+
     fn boot_check<'a>(
         &'a self,
         site: &'a str,
@@ -945,5 +1093,29 @@ impl Transfer for PluginCaps {
                 bytes_written: r.bytes_written,
             })
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::split_snapshot;
+
+    #[test]
+    fn snapshot_paths() {
+        assert_eq!(split_snapshot("vhds/a.vhd").unwrap(), ("vhds/a.vhd", None));
+        assert_eq!(
+            split_snapshot("vhds/a.vhd?snapshot=2026-11-26T04:20:57.1234567Z").unwrap(),
+            ("vhds/a.vhd", Some("2026-11-26T04:20:57.1234567Z"))
+        );
+        for bad in [
+            "a.vhd?snapshot=",
+            "a.vhd?snapshot=x&comp=list",
+            "a.vhd?snapshot=a b",
+        ] {
+            let e = split_snapshot(bad).unwrap_err();
+            assert_eq!(e.code, "invalid-input", "{bad}");
+            assert!(e.message.contains("not a snapshot timestamp"), "{e:?}");
+        }
     }
 }

@@ -189,6 +189,34 @@ async fn vhd_uploads_sparsely_and_downloads_identical() {
     );
     az.page_ranges("vm1/disk0.vhd", Some(&snap)).await.unwrap();
 
+    // A snapshot reads as the blob was: write over the blob, the snapshot keeps its data.
+    let at = az.at_snapshot(&snap);
+    let frozen = dir.path().join("frozen.vhd");
+    at.download_to_file("vm1/disk0.vhd", &frozen).await.unwrap();
+    assert_same_vhd(&vhd, &frozen);
+    run(Command::new("qemu-io")
+        .args(["-f", "vpc", "-c", "write -P 0x77 0 64k"])
+        .arg(&vhd));
+    az.upload_page_blob("vm1/disk0.vhd", &vhd).await.unwrap();
+    let now = dir.path().join("now.vhd");
+    az.download_to_file("vm1/disk0.vhd", &now).await.unwrap();
+    assert_same_vhd(&vhd, &now);
+    at.download_to_file("vm1/disk0.vhd", &frozen).await.unwrap();
+    assert_ne!(
+        std::fs::read(&frozen).unwrap(),
+        std::fs::read(&now).unwrap()
+    );
+    // Azurite's diff is refused rather than trusted: it would answer the whole page list.
+    let err = az.changed_pages("vm1/disk0.vhd", &snap).await.unwrap_err();
+    assert!(matches!(err, BlobError::Untrusted { .. }), "{err}");
+    assert!(err.to_string().contains("Azurite"), "{err}");
+    // Deleting one snapshot leaves the blob; deleting it again finds nothing.
+    assert!(az.delete_snapshot("vm1/disk0.vhd", &snap).await.unwrap());
+    assert_eq!(at.properties("vm1/disk0.vhd").await.unwrap(), None);
+    assert!(!az.delete_snapshot("vm1/disk0.vhd", &snap).await.unwrap());
+    assert!(az.properties("vm1/disk0.vhd").await.unwrap().is_some());
+    az.snapshot("vm1/disk0.vhd").await.unwrap();
+
     // Delete takes the snapshot along; the blob is then absent.
     assert!(az.delete("vm1/disk0.vhd").await.unwrap());
     assert_eq!(az.properties("vm1/disk0.vhd").await.unwrap(), None);

@@ -1,7 +1,8 @@
 //! `lifeboat demo`: a recovery lab on this machine, made by one command — a
 //! VMware folder site (a VM's `.vmx` and VMDKs), a Hyper-V folder site (a VM's
 //! Get-VM export and VHDX disks), an Azure storage account laid out as a
-//! folder, and an initialised vault with its key file. `demo change` plays the
+//! folder, an Azure VM's region (page blobs as fixed VHD files and the VM's ARM
+//! export) with a second region to recover into, and an initialised vault with its key file. `demo change` plays the
 //! guests writing to their disks and records the changes the way VMware's
 //! changed-block tracking and Hyper-V's resilient change tracking report them.
 
@@ -50,6 +51,15 @@ const HV_DISKS: &[(&str, &str, u64)] = &[
     ("scsi0:0", "web02.vhdx", 64 << 20),
     ("scsi0:1", "web02_data.vhdx", 32 << 20),
 ];
+
+/// The Azure demo VM (generation 2, region A) and its disks: page blobs (fixed
+/// VHD) in `azure-region-a/vhds/`.
+const AZ_VM: &str = "web03";
+const AZ_DISKS: &[(&str, &str, u64)] = &[
+    ("os", "web03-os.vhd", 64 << 20),
+    ("lun0", "web03-data.vhd", 32 << 20),
+];
+const AZ_SUB: &str = "/subscriptions/6a1c2f0e-4b7d-4f3a-9c2e-1d5b8e7f0a11/resourceGroups/prod-we";
 
 /// What generation `g` of the guest wrote: (disk index, offset, length, seed).
 fn writes(g: u32) -> Vec<(usize, u64, u64, u64)> {
@@ -233,6 +243,75 @@ fn vm_json() -> String {
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }
 
+/// `vm.json` of the Azure VM: ARM's answer to `GET …/virtualMachines/web03?$expand=instanceView`
+/// (what `az vm get-instance-view` prints), trimmed to realistic essentials.
+fn azure_vm_json() -> String {
+    let blob = |file: &str| format!("https://lbprodwe01.blob.core.windows.net/vhds/{file}");
+    let v = serde_json::json!({
+        "id": format!("{AZ_SUB}/providers/Microsoft.Compute/virtualMachines/{AZ_VM}"),
+        "name": AZ_VM,
+        "type": "Microsoft.Compute/virtualMachines",
+        "location": "westeurope",
+        "properties": {
+            "vmId": "0f4c1d6e-2a3b-4c5d-8e9f-a0b1c2d3e4f5",
+            "hardwareProfile": {"vmSize": "Standard_B2s"},
+            "storageProfile": {
+                "osDisk": {"osType": "Linux", "name": "web03-os", "createOption": "Attach",
+                    "caching": "ReadWrite", "vhd": {"uri": blob(AZ_DISKS[0].1)}, "diskSizeGB": 1},
+                "dataDisks": [{"lun": 0, "name": "web03-data", "createOption": "Attach",
+                    "caching": "None", "vhd": {"uri": blob(AZ_DISKS[1].1)}, "diskSizeGB": 1}]
+            },
+            "securityProfile": {"uefiSettings": {"secureBootEnabled": false, "vTpmEnabled": false}},
+            "networkProfile": {"networkInterfaces": [
+                {"id": format!("{AZ_SUB}/providers/Microsoft.Network/networkInterfaces/web03-nic0"),
+                 "properties": {"primary": true}},
+                {"id": format!("{AZ_SUB}/providers/Microsoft.Network/networkInterfaces/web03-nic1"),
+                 "properties": {"primary": false}}
+            ]},
+            "provisioningState": "Succeeded",
+            "instanceView": {
+                "computerName": AZ_VM,
+                "osName": "ubuntu",
+                "osVersion": "22.04",
+                "hyperVGeneration": "V2",
+                "statuses": [{"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"}]
+            }
+        }
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+/// `nics.json`: ARM's NICs (what `az network nic show --ids …` prints for two ids).
+fn azure_nics_json() -> String {
+    let nic = |n: u32, mac: &str, ip: &str, method: &str, subnet: &str| {
+        serde_json::json!({
+            "id": format!("{AZ_SUB}/providers/Microsoft.Network/networkInterfaces/web03-nic{n}"),
+            "name": format!("web03-nic{n}"),
+            "type": "Microsoft.Network/networkInterfaces",
+            "location": "westeurope",
+            "properties": {
+                "macAddress": mac,
+                "primary": n == 0,
+                "ipConfigurations": [{
+                    "name": "ipconfig1",
+                    "properties": {
+                        "privateIPAddress": ip,
+                        "privateIPAllocationMethod": method,
+                        "privateIPAddressVersion": "IPv4",
+                        "primary": true,
+                        "subnet": {"id": format!("{AZ_SUB}/providers/Microsoft.Network/virtualNetworks/prod-we-vnet/subnets/{subnet}")}
+                    }
+                }]
+            }
+        })
+    };
+    let v = serde_json::json!([
+        nic(0, "00-0D-3A-2B-4C-5D", "10.1.0.4", "Static", "app"),
+        nic(1, "00-0D-3A-2B-4C-5E", "10.1.1.4", "Dynamic", "db"),
+    ]);
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
 fn vmx() -> String {
     let mut s = String::from(
         ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\ndisplayName = \"web01\"\nguestOS = \"debian12-64\"\nfirmware = \"efi\"\nnumvcpus = \"2\"\nmemSize = \"4096\"\nscsi0.present = \"TRUE\"\nscsi0.virtualDev = \"pvscsi\"\n",
@@ -283,6 +362,20 @@ pub async fn run(cmd: DemoCommand) -> Result<u8, Failure> {
                 1,
             )?;
             write_rct(&hv_dir, 1)?;
+            let az_a = dir.join("azure-region-a");
+            for d in [
+                az_a.join("vhds"),
+                az_a.join("export").join(AZ_VM),
+                dir.join("azure-region-b"),
+            ] {
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| anyhow!("creating {}: {e}", d.display()))?;
+            }
+            let export = az_a.join("export").join(AZ_VM);
+            std::fs::write(export.join("vm.json"), azure_vm_json()).map_err(|e| anyhow!("{e}"))?;
+            std::fs::write(export.join("nics.json"), azure_nics_json())
+                .map_err(|e| anyhow!("{e}"))?;
+            write_disks(&az_a.join("vhds"), AZ_DISKS, WriteFormat::VhdFixed, 1)?;
             let key_hex = Key::generate_hex().map_err(|e| anyhow!("{e}"))?;
             let key_path = dir.join("vault.key");
             write_private(&key_path, &key_hex)?;
@@ -296,6 +389,10 @@ pub async fn run(cmd: DemoCommand) -> Result<u8, Failure> {
                 "  hyperv/{HV_VM}/   Hyper-V folder site: vm.json (Get-VM export), 2 VHDX, rct/ change lists"
             );
             println!("  azure/         Azure storage account (folder)");
+            println!(
+                "  azure-region-a/  Azure source region (folder): {AZ_VM}'s page blobs in vhds/, its ARM export in export/{AZ_VM}/"
+            );
+            println!("  azure-region-b/  Azure recovery region's storage account (folder)");
             println!("  vault/         vault (key in vault.key)");
             println!("next: lifeboat run workflows/vmware-to-azure/replicate.yaml");
             Ok(0)
@@ -331,6 +428,14 @@ pub async fn run(cmd: DemoCommand) -> Result<u8, Failure> {
                 write_rct(&hv_dir, g + 1)?;
                 println!(
                     "the guest of {HV_VM} wrote {n} more areas (generation {}); changed ranges are in hyperv/{HV_VM}/rct/",
+                    g + 1
+                );
+            }
+            let az_a = dir.join("azure-region-a");
+            if az_a.is_dir() {
+                write_disks(&az_a.join("vhds"), AZ_DISKS, WriteFormat::VhdFixed, g + 1)?;
+                println!(
+                    "the guest of {AZ_VM} wrote {n} more areas (generation {}) to its page blobs in azure-region-a/vhds/",
                     g + 1
                 );
             }

@@ -65,6 +65,12 @@ struct Answers {
     prune: Option<PruneResult>,
     #[serde(default, rename = "boot-check")]
     boot_check: Option<BootReport>,
+    /// `snapshot-disk`: the id it answers (without it: `unsupported`, as on a folder site).
+    #[serde(default, rename = "snapshot-disk")]
+    snapshot_disk: Option<String>,
+    /// `changed-extents`: the extents it answers (without it: `unsupported`).
+    #[serde(default, rename = "changed-extents")]
+    changed_extents: Option<Vec<Extent>>,
     /// Any function → an error it answers with instead: `{code, message, retryable}`.
     #[serde(default)]
     errors: BTreeMap<String, StepError>,
@@ -113,6 +119,8 @@ const WRITING: &[&str] = &[
     "prune",
     "restore",
     "boot-check",
+    "snapshot-disk",
+    "delete-snapshot",
 ];
 
 struct RecordingHost {
@@ -322,6 +330,64 @@ impl Transfer for RecordingHost {
                 })),
             };
             self.record(format!("prune({vm}, {keep_last})"), &r);
+            r
+        })
+    }
+    fn snapshot_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, String> {
+        Box::pin(async move {
+            let r = match (
+                self.canned_error("snapshot-disk"),
+                &self.answers.snapshot_disk,
+            ) {
+                (Some(e), _) => Err(e),
+                (None, Some(id)) => Ok(id.clone()),
+                (None, None) => Err(StepError::new(
+                    "unsupported",
+                    format!(
+                        "site `{site}` is a folder: it has no snapshots (give the case `answers: {{ snapshot-disk: ID }}`)"
+                    ),
+                )),
+            };
+            self.record(format!("snapshot-disk({site}, {path})"), &r);
+            r
+        })
+    }
+    fn changed_extents<'a>(
+        &'a self,
+        site: &'a str,
+        path: &'a str,
+        since: &'a str,
+    ) -> Fut<'a, Vec<Extent>> {
+        Box::pin(async move {
+            let r = match (
+                self.canned_error("changed-extents"),
+                &self.answers.changed_extents,
+            ) {
+                (Some(e), _) => Err(e),
+                (None, Some(l)) => Ok(l.clone()),
+                (None, None) => Err(StepError::new(
+                    "unsupported",
+                    format!(
+                        "site `{site}` is a folder: it has no snapshots to compare (give the case `answers: {{ changed-extents: [...] }}`)"
+                    ),
+                )),
+            };
+            self.record(format!("changed-extents({site}, {path}, {since})"), &r);
+            r
+        })
+    }
+    fn delete_snapshot<'a>(
+        &'a self,
+        site: &'a str,
+        path: &'a str,
+        snapshot: &'a str,
+    ) -> Fut<'a, ()> {
+        Box::pin(async move {
+            let r = match self.canned_error("delete-snapshot") {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+            self.record(format!("delete-snapshot({site}, {path}, {snapshot})"), &r);
             r
         })
     }

@@ -109,7 +109,7 @@ impl Lang {
 pub struct Manifest {
     pub name: String,
     pub lang: Lang,
-    /// The contract the project was made for, e.g. `lifeboat:plugin@0.1.2`.
+    /// The contract the project was made for, e.g. `lifeboat:plugin@0.1.3`.
     pub contract: String,
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The WIT package this host implements.
 pub const WIT_PACKAGE: &str = "lifeboat:plugin";
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.2";
+pub const WIT_VERSION: &str = "0.1.3";
 /// The world every plugin implements.
 pub const WIT_WORLD: &str = "plugin";
 
@@ -346,6 +346,22 @@ pub mod transfer {
         fn restore(&self, request: RestoreRequest) -> Fut<'_, RestoreResult>;
         /// Retention for one VM: keep its newest `keep_last` points.
         fn prune<'a>(&'a self, vm: &'a str, keep_last: u32) -> Fut<'a, PruneResult>;
+        /// Snapshot a disk of a site; returns the snapshot's id (since 0.1.3).
+        fn snapshot_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, String>;
+        /// Extents changed on `path` since its snapshot `since` (since 0.1.3).
+        fn changed_extents<'a>(
+            &'a self,
+            site: &'a str,
+            path: &'a str,
+            since: &'a str,
+        ) -> Fut<'a, Vec<Extent>>;
+        /// Delete snapshot `snapshot` of a disk; gone already is fine (since 0.1.3).
+        fn delete_snapshot<'a>(
+            &'a self,
+            site: &'a str,
+            path: &'a str,
+            snapshot: &'a str,
+        ) -> Fut<'a, ()>;
         fn boot_check<'a>(
             &'a self,
             site: &'a str,

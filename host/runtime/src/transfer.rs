@@ -237,6 +237,46 @@ impl w::Host for HostState {
             .map_err(err))
     }
 
+    async fn snapshot_disk(&mut self, site: String, path: String) -> R<String> {
+        let t = match self
+            .writing("snapshot-disk")
+            .and_then(|()| self.transfer("snapshot-disk"))
+        {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(t.snapshot_disk(&site, &path).await.map_err(err))
+    }
+
+    async fn changed_extents(
+        &mut self,
+        site: String,
+        path: String,
+        since: String,
+    ) -> R<Vec<w::Extent>> {
+        let t = match self.transfer("changed-extents") {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(t.changed_extents(&site, &path, &since)
+            .await
+            .map(|v| v.into_iter().map(extent_out).collect())
+            .map_err(err))
+    }
+
+    async fn delete_snapshot(&mut self, site: String, path: String, snapshot: String) -> R<()> {
+        let t = match self
+            .writing("delete-snapshot")
+            .and_then(|()| self.transfer("delete-snapshot"))
+        {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(t.delete_snapshot(&site, &path, &snapshot)
+            .await
+            .map_err(err))
+    }
+
     async fn boot_check(
         &mut self,
         site: String,

@@ -463,7 +463,7 @@ impl Renderer<'_> {
         (w.package == Some(self.pkg)).then(|| format!("world-{}", w.name))
     }
 
-    /// The fully qualified name of an interface, e.g. `lifeboat:plugin/types@0.1.2`.
+    /// The fully qualified name of an interface, e.g. `lifeboat:plugin/types@0.1.3`.
     fn interface_id(&self, id: InterfaceId) -> Option<String> {
         let i = &self.r.interfaces[id];
         match (&i.name, i.package) {

@@ -399,7 +399,11 @@ pub fn build(i: &CreateVmIn) -> Result<Built, StepError> {
         memory_mib: vm.memory_mib,
         firmware,
         os_type,
-        size: i.size.clone().filter(|s| !s.is_empty()),
+        size: i
+            .size
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| vm.vm_size.clone().filter(|s| !s.is_empty())),
         disks,
         nics,
         storage_account_id: format!(

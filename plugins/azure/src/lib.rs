@@ -24,8 +24,10 @@
 
 mod arm;
 mod deploy;
+mod export;
 mod network;
 mod points;
+mod replicate;
 mod source;
 
 use lifeboat_azure_arm::TestNetwork;
@@ -400,9 +402,20 @@ impl Step for BootVerify {
 
 lifeboat_plugin_sdk::plugin!(
     name: "azure",
-    version: "0.1.0",
-    doc: "Azure recovery site: pick a recovery point, map networks, materialise disks as page-blob VHDs and deploy the VM through ARM, boot-verify",
-    steps: [RecoveryPoint, ReconfigureNetwork, CreateVm, BootVerify],
+    version: "0.2.0",
+    doc: "Azure: as a recovery site, pick a recovery point, map networks, materialise disks as page-blob VHDs, deploy the VM through ARM and boot-verify; as a source (region to region), discover a VM, snapshot and diff its page blobs, ship and seal points",
+    steps: [
+        RecoveryPoint,
+        ReconfigureNetwork,
+        CreateVm,
+        BootVerify,
+        replicate::Discover,
+        replicate::Capture,
+        lifeboat_plugin_sdk::replication::Ship,
+        lifeboat_plugin_sdk::replication::Snapshot,
+        lifeboat_plugin_sdk::retention::Retention,
+        replicate::ReleaseSnapshots,
+    ],
 );
 
 #[cfg(test)]

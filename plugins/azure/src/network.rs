@@ -397,6 +397,7 @@ mod tests {
                     ip: Some("10.20.0.15".into()),
                 },
             ],
+            vm_size: None,
         }
     }
 

@@ -23,6 +23,10 @@ pub struct SourceVm {
     pub disks: Vec<SourceDisk>,
     #[serde(default)]
     pub nics: Vec<SourceNic>,
+    /// The Azure size the VM had, when its source is Azure: a failover to
+    /// another region keeps it unless `size` says otherwise.
+    #[serde(default)]
+    pub vm_size: Option<String>,
 }
 
 /// A disk of the source VM.

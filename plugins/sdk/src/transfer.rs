@@ -2,6 +2,7 @@
 //!
 //! Needs the workflow to grant the plugin sites (`grants.sites`) and the vault
 //! (`grants.vault`). Reads work while planning; [`ship`], [`seal`], [`prune`],
+//! [`snapshot_disk`], [`delete_snapshot`],
 //! [`restore`], [`write_file`] and [`boot_check`] only from `apply` (the host
 //! refuses them in `plan`).
 //!
@@ -327,4 +328,32 @@ pub fn boot_check(
             seconds: r.seconds,
         })
         .map_err(err)
+}
+
+/// Take a point-in-time snapshot of a disk of a site (apply only; contract
+/// 0.1.3) and return its id. On an Azure Blob site the snapshot reads as
+/// [`snapshot_path`]`(path, id)`. Folder sites answer `unsupported`.
+pub fn snapshot_disk(site: &str, path: &str) -> Result<String, StepError> {
+    w::snapshot_disk(site, path).map_err(err)
+}
+
+/// The site path of snapshot `id` of the disk at `path`: `PATH?snapshot=ID`.
+pub fn snapshot_path(path: &str, id: &str) -> String {
+    format!("{path}?snapshot={id}")
+}
+
+/// What changed on `path` (a disk or [`snapshot_path`]) since its older
+/// snapshot `since` (contract 0.1.3): written ranges as `data`, cleared ones as
+/// `cleared`. `not-found` when `since` is gone; `unsupported` where no diff can
+/// be trusted (folder sites, emulators): compare hashes then.
+pub fn changed_extents(site: &str, path: &str, since: &str) -> Result<Vec<Extent>, StepError> {
+    w::changed_extents(site, path, since)
+        .map(|v| v.into_iter().map(extent_in).collect())
+        .map_err(err)
+}
+
+/// Delete snapshot `snapshot` of the disk at `path` (apply only; contract
+/// 0.1.3). Already gone is fine.
+pub fn delete_snapshot(site: &str, path: &str, snapshot: &str) -> Result<(), StepError> {
+    w::delete_snapshot(site, path, snapshot).map_err(err)
 }
