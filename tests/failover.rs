@@ -507,7 +507,7 @@ fn arm_workflow(dir: &Path, endpoint: &str, port: u16) -> PathBuf {
     let text = text
         .replace(
             grants,
-            &format!("{grants}      http: [\"127.0.0.1:{port}\"]\n      secrets: [arm_token]\n"),
+            &format!("{grants}      http: [\"127.0.0.1:{port}\"]\n      insecure_http: true\n      secrets: [arm_token]\n"),
         )
         .replace(
             storage,

@@ -15,7 +15,7 @@ fn workflow(dir: &std::path::Path, server: &Server, items: u32) -> std::path::Pa
     std::fs::write(
         &wf,
         format!(
-            "name: count\nplugins:\n  kit:\n    source: {wasm}\n    grants:\n      http: [\"127.0.0.1:{port}\"]\nsteps:\n  - id: count\n    uses: kit/count\n    with: {{ url: \"{url}\", items: {items} }}\n",
+            "name: count\nplugins:\n  kit:\n    source: {wasm}\n    grants:\n      http: [\"127.0.0.1:{port}\"]\n      insecure_http: true\nsteps:\n  - id: count\n    uses: kit/count\n    with: {{ url: \"{url}\", items: {items} }}\n",
             wasm = testkit_wasm().display(),
             port = server.port,
             url = server.url(),
@@ -100,7 +100,7 @@ fn retryable_errors_are_retried_with_backoff() {
     std::fs::write(
         &wf,
         format!(
-            "name: flaky\nplugins:\n  kit:\n    source: {}\n    grants: {{ http: [\"127.0.0.1:{}\"] }}\nsteps:\n  - id: flaky\n    uses: kit/flaky\n    with: {{ url: \"{}\" }}\n    retry: {{ attempts: 3, backoff: 10ms }}\n  - id: hopeless\n    uses: kit/flaky\n    with: {{ url: \"{}/never\" }}\n    retry: {{ attempts: 2, backoff: 10ms }}\n",
+            "name: flaky\nplugins:\n  kit:\n    source: {}\n    grants: {{ http: [\"127.0.0.1:{}\"], insecure_http: true }}\nsteps:\n  - id: flaky\n    uses: kit/flaky\n    with: {{ url: \"{}\" }}\n    retry: {{ attempts: 3, backoff: 10ms }}\n  - id: hopeless\n    uses: kit/flaky\n    with: {{ url: \"{}/never\" }}\n    retry: {{ attempts: 2, backoff: 10ms }}\n",
             testkit_wasm().display(),
             server.port,
             server.url(),

@@ -123,9 +123,30 @@ async fn http_only_to_granted_hosts_and_only_reads_while_planning() {
     let other = Server::start();
     let bytes = std::fs::read(testkit_wasm()).unwrap();
     let p = rt.load("testkit", &bytes).await.unwrap();
-    let policy = Policy {
+    let tls_only = Policy {
         http: vec![HostPattern::parse(&format!("127.0.0.1:{}", server.port)).unwrap()],
         ..Policy::default()
+    };
+    // granted, but plain http:// without `insecure_http`: refused, never sent
+    let e = rt
+        .plan(
+            &p,
+            &tls_only,
+            &ctx(),
+            "fetch",
+            &json!({"when": "plan", "url": format!("{}/plain", server.url())}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("plain http:// is not encrypted and is refused; use https://, or for an emulator on this machine add `insecure_http: true` to the plugin's grants"),
+        "{e}"
+    );
+    assert_eq!(server.count("/plain"), 0);
+    let policy = Policy {
+        insecure_http: true,
+        ..tls_only
     };
     // granted: goes through
     let r = rt
@@ -209,7 +230,7 @@ fn hostile_steps_fail_alone_and_the_run_goes_on() {
 plugins:
   kit:
     source: {wasm}
-    grants: {{ http: ["127.0.0.1:{port}"] }}
+    grants: {{ http: ["127.0.0.1:{port}"], insecure_http: true }}
     limits: {{ memory: 32MiB, timeout: 2s }}
 steps:
   - {{ id: spin, uses: kit/spin, timeout: 300ms }}

@@ -204,6 +204,7 @@ async fn main() {
                     secrets: vec![],
                     sites: Default::default(),
                     vault: None,
+                    insecure_http: false,
                 },
                 limits: LimitsRef {
                     memory_mib: 128,

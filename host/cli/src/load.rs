@@ -163,6 +163,7 @@ impl Loaded {
             }
             let policy = Policy {
                 http,
+                insecure_http: decl.grants.insecure_http,
                 memory: decl
                     .limits
                     .memory
@@ -215,6 +216,7 @@ impl Loaded {
                         version: p.info().version.clone(),
                         digest: p.digest().to_string(),
                         grants: GrantsRef {
+                            insecure_http: pol.insecure_http,
                             http: pol.http.iter().map(|h| h.to_string()).collect(),
                             secrets: decl.map(|d| d.grants.secrets.clone()).unwrap_or_default(),
                             sites: decl

@@ -216,6 +216,9 @@ pub struct GrantsRef {
     /// `read` or `write`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<String>,
+    /// Plain `http://` allowed to the (loopback) `http` hosts: not encrypted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
 }
 
 /// Limits of one plugin call.

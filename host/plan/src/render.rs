@@ -77,8 +77,13 @@ pub fn render_text(plan: &Plan) -> String {
         );
         let http = if p.grants.http.is_empty() {
             "none".to_string()
+        } else if p.grants.insecure_http {
+            format!(
+                "{} (https, or plain http: NOT ENCRYPTED)",
+                p.grants.http.join(", ")
+            )
         } else {
-            p.grants.http.join(", ")
+            format!("{} (TLS only)", p.grants.http.join(", "))
         };
         let secrets = if p.grants.secrets.is_empty() {
             "none".to_string()

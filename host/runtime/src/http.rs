@@ -99,6 +99,14 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// Whether `host` (as a URI gives it) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The hooks handed to `wasi:http`: every request passes through here.
 /// A canned HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +131,8 @@ pub trait HttpStub: Send + Sync {
 
 pub(crate) struct GrantHooks {
     pub(crate) allow: Arc<[HostPattern]>,
+    /// Plain `http://` allowed to loopback hosts.
+    pub(crate) insecure_http: bool,
     /// Answers requests instead of the network (the plugin harness).
     pub(crate) stub: Option<Arc<dyn HttpStub>>,
     pub(crate) phase: Phase,
@@ -159,6 +169,16 @@ impl WasiHttpHooks for GrantHooks {
             Some(format!(
                 "{method} {uri}: host `{host}:{port}` is not granted to this plugin"
             ))
+        } else if !https && self.stub.is_none() && !(self.insecure_http && is_loopback(&host)) {
+            Some(if is_loopback(&host) {
+                format!(
+                    "{method} {uri}: plain http:// is not encrypted and is refused; use https://, or for an emulator on this machine add `insecure_http: true` to the plugin's grants"
+                )
+            } else {
+                format!(
+                    "{method} {uri}: plain http:// is not encrypted and is refused; use https:// (plain HTTP is only allowed to an emulator on 127.0.0.1)"
+                )
+            })
         } else if self.phase == Phase::Plan
             && method != http::Method::GET
             && method != http::Method::HEAD

@@ -41,6 +41,9 @@ impl Phase {
 pub struct Policy {
     /// Hosts the plugin may reach through `wasi:http`.
     pub http: Vec<HostPattern>,
+    /// Plain `http://` allowed to granted loopback hosts (an emulator on
+    /// 127.0.0.1); otherwise only `https://` requests leave.
+    pub insecure_http: bool,
     /// Linear memory cap in bytes.
     pub memory: u64,
     /// Deadline for one call (CPU and waiting alike).
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
             .field("http", &self.http)
+            .field("insecure_http", &self.insecure_http)
             .field("memory", &self.memory)
             .field("timeout", &self.timeout)
             .field("transfer", &self.transfer.is_some())
@@ -74,6 +78,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             http: vec![],
+            insecure_http: false,
             memory: crate::DEFAULT_MEMORY,
             timeout: crate::DEFAULT_TIMEOUT,
             transfer: None,
@@ -303,6 +308,7 @@ fn new_call(rt: &Runtime, plugin: &Plugin, policy: &Policy, phase: Phase, step: 
         table: ResourceTable::new(),
         hooks: GrantHooks {
             allow: policy.http.clone().into(),
+            insecure_http: policy.insecure_http,
             stub: policy.http_stub.clone(),
             phase,
             denied: denied.clone(),

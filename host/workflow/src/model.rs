@@ -146,6 +146,9 @@ pub struct Grants {
     pub sites: IndexMap<String, Access>,
     /// Whether and how the plugin may use the workflow's vault.
     pub vault: Option<Access>,
+    /// Plain `http://` allowed to the granted loopback hosts (an emulator on
+    /// 127.0.0.1); otherwise every request must be `https://`.
+    pub insecure_http: bool,
 }
 
 /// Per-plugin resource limits (unset: the host's defaults).

@@ -36,7 +36,7 @@ pub(crate) const TOP_FIELDS: &[&str] = &[
 pub(crate) const INPUT_FIELDS: &[&str] = &["type", "required", "default", "doc"];
 pub(crate) const SECRET_FIELDS: &[&str] = &["env"];
 pub(crate) const PLUGIN_FIELDS: &[&str] = &["source", "grants", "limits"];
-pub(crate) const GRANT_FIELDS: &[&str] = &["http", "secrets", "sites", "vault"];
+pub(crate) const GRANT_FIELDS: &[&str] = &["http", "insecure_http", "secrets", "sites", "vault"];
 pub(crate) const SITE_FIELDS: &[&str] = &["path", "url", "key", "ca_file", "insecure_http", "doc"];
 pub(crate) const VAULT_FIELDS: &[&str] = &["url", "key", "key_file"];
 pub(crate) const ACCESS_NAMES: &[&str] = &["read", "write"];
@@ -1141,10 +1141,21 @@ impl Checker<'_> {
             node,
             &gwhat,
             GRANT_FIELDS,
-            "grants are `http: [HOST, ...]`, `secrets: [NAME, ...]`, `sites: { NAME: read|write }` and `vault: read|write`",
+            "grants are `http: [HOST, ...]`, `insecure_http: true`, `secrets: [NAME, ...]`, `sites: { NAME: read|write }` and `vault: read|write`",
         ) else {
             return g;
         };
+        if let Some(n) = f.get("insecure_http") {
+            match n.value {
+                crate::yaml::Value::Bool(b) => g.insecure_http = b,
+                _ => self.wrong_type(
+                    n,
+                    &format!("`grants.insecure_http` of {what}"),
+                    "a boolean",
+                    "`insecure_http: true` allows plain http:// to granted hosts on 127.0.0.1",
+                ),
+            }
+        }
         if let Some(s) = f.get("sites") {
             let swhat = format!("`grants.sites` of {what}");
             for (name, k, v) in self.map_entries(
@@ -1196,6 +1207,17 @@ impl Checker<'_> {
                 "list hosts, e.g. `http: [\"api.example.com\", \"127.0.0.1:8080\"]`",
             ) {
                 match units::parse_http_grant(pat) {
+                    Ok(p) if g.insecure_http && !units::is_loopback_grant(&p) => {
+                        let d = self.sink.error(
+                            "insecure-http",
+                            n.span,
+                            format!(
+                                "{what} may use plain http:// (`insecure_http: true`), but `{pat}` is not on this machine"
+                            ),
+                            "not a loopback host",
+                        );
+                        d.set_help("plain http:// is only for an emulator on 127.0.0.1: grant only `127.0.0.1`, `[::1]` or `localhost` (with a port if you like), or drop `insecure_http` and use https://");
+                    }
                     Ok(p) => g.http.push(p),
                     Err(e) => {
                         let d = self.sink.error(

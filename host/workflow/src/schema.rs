@@ -209,6 +209,10 @@ fn plugin() -> Value {
                             "pattern": r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
                         }
                     },
+                    "insecure_http": {
+                        "description": "Allow plain http:// (not encrypted) to the granted hosts, which must all be this machine (127.0.0.1, ::1, localhost): for an emulator. Without it every request must be https://.",
+                        "type": "boolean"
+                    },
                     "secrets": {
                         "description": "Declared secrets the plugin's steps may receive.",
                         "type": "array",

@@ -88,6 +88,16 @@ pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Whether a checked http grant names this machine only (`127.0.0.1`, `::1`,
+/// `localhost`, any port).
+pub(crate) fn is_loopback_grant(g: &str) -> bool {
+    let host = match g.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => g.rsplit_once(':').map_or(g, |(h, _)| h),
+    };
+    matches!(host, "127.0.0.1" | "::1" | "localhost")
+}
+
 /// Check an http grant: `host`, `host:port`, leading `*.` wildcard allowed;
 /// IPv4 and bracketed IPv6 literals allowed. Returns it lower-cased.
 pub(crate) fn parse_http_grant(s: &str) -> Result<String, String> {
@@ -201,6 +211,27 @@ mod tests {
         assert!(parse_memory("0MiB").is_err());
         assert!(parse_memory("99999999999999GiB").is_err());
         assert!(parse_memory("1.5GiB").is_err());
+    }
+
+    #[test]
+    fn loopback_grants() {
+        for g in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "localhost",
+            "[::1]:9000",
+            "[::1]",
+        ] {
+            assert!(is_loopback_grant(g), "{g}");
+        }
+        for g in [
+            "127.0.0.2",
+            "example.com",
+            "*.internal",
+            "localhost.evil.com:80",
+        ] {
+            assert!(!is_loopback_grant(g), "{g}");
+        }
     }
 
     #[test]
