@@ -648,7 +648,14 @@ pub async fn run_case(
 
     let mut o = String::new();
     let _ = writeln!(o, "step: {}", case.step);
-    let _ = writeln!(o, "with: {}", js(&inputs));
+    // inputs the plugin declares sensitive are not written into snapshots
+    let mut shown = case.with.clone();
+    for (k, v) in shown.iter_mut() {
+        if info.input(k).is_some_and(|f| f.sensitive) {
+            *v = serde_json::Value::String("(sensitive)".into());
+        }
+    }
+    let _ = writeln!(o, "with: {}", js(&shown));
     // plan, twice: the same inputs must give the same plan
     let p1 = rt.plan(plugin, &policy, &ctx(0), &case.step, &inputs).await;
     let calls1 = rec.take();

@@ -28,14 +28,124 @@ fn dir_of(path: &str) -> &str {
 
 // ------------------------------------------------------------------ discover
 
+/// Reading the VM live from Azure Resource Manager: the `arm` input of `discover`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSource {
+    /// `https://management.azure.com` (or a stand-in).
+    endpoint: String,
+    /// An ARM access token (`az account get-access-token`), sent as
+    /// `Authorization: Bearer …`; give it through a secret.
+    token: String,
+    subscription: String,
+    resource_group: String,
+    /// The VM's name in the resource group.
+    vm: String,
+}
+
+/// Query of the `Microsoft.Compute/virtualMachines` GET: with the instance view.
+const VM_QUERY: &str = "$expand=instanceView&api-version=2024-07-01";
+/// Query of the `Microsoft.Network/networkInterfaces` GET.
+const NIC_QUERY: &str = "api-version=2024-05-01";
+
+impl ArmSource {
+    fn base(&self) -> Result<String, StepError> {
+        let e = self.endpoint.trim().trim_end_matches('/');
+        if !e.starts_with("https://") && !e.starts_with("http://") {
+            return Err(StepError::invalid_input(format!(
+                "arm.endpoint {:?} is not an https URL such as https://management.azure.com",
+                self.endpoint
+            )));
+        }
+        if self.token.trim().is_empty() {
+            return Err(StepError::invalid_input(
+                "arm.token is empty; pass an ARM access token through a secret (`${{ secrets.NAME }}`)",
+            ));
+        }
+        for (f, v) in [
+            ("arm.subscription", &self.subscription),
+            ("arm.resource_group", &self.resource_group),
+            ("arm.vm", &self.vm),
+        ] {
+            if v.is_empty() || v.contains(['/', '?', '#', ' ']) {
+                return Err(StepError::invalid_input(format!(
+                    "{f} {v:?} is empty or holds /, ?, # or a space"
+                )));
+            }
+        }
+        Ok(e.to_string())
+    }
+
+    /// GET an ARM resource (`path` from `/subscriptions/…`, `query` with its
+    /// `api-version`), as text.
+    fn get(&self, path: &str, query: &str, what: &str) -> Result<String, StepError> {
+        let url = format!("{}{path}?{query}", self.base()?);
+        let auth = format!("Bearer {}", self.token.trim());
+        let r = lifeboat_plugin_sdk::http::send(
+            "GET",
+            &url,
+            &[
+                ("authorization", auth.as_str()),
+                ("accept", "application/json"),
+            ],
+            &[],
+        )?;
+        let body = r.text();
+        let arm_message = || {
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    let e = &v["error"];
+                    Some(format!(
+                        "{}: {}",
+                        e["code"].as_str()?,
+                        e["message"].as_str().unwrap_or("")
+                    ))
+                })
+                .unwrap_or_else(|| body.chars().take(200).collect())
+        };
+        match r.status {
+            200 => Ok(body),
+            401 | 403 => Err(StepError::new(
+                "denied",
+                format!(
+                    "ARM refused to read {what} (HTTP {}: {}); check the token and that it may read the resource group",
+                    r.status,
+                    arm_message()
+                ),
+            )),
+            404 => Err(StepError::new(
+                "not-found",
+                format!("ARM has no {what} (HTTP 404: {})", arm_message()),
+            )),
+            429 | 500..=599 => Err(StepError::retryable(
+                "unavailable",
+                format!(
+                    "ARM answered HTTP {} reading {what}: {}",
+                    r.status,
+                    arm_message()
+                ),
+            )),
+            s => Err(StepError::new(
+                "io",
+                format!("ARM answered HTTP {s} reading {what}: {}", arm_message()),
+            )),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct DiscoverIn {
     /// The source region's storage site (the disks' page blobs).
     site: String,
+    /// Read the VM from ARM instead of an export in a site.
+    #[serde(default)]
+    arm: Option<ArmSource>,
     /// The site holding the ARM export (default: `site`).
     #[serde(default)]
     export_site: Option<String>,
-    /// Path of `vm.json` in the export site.
+    /// Path of `vm.json` in the export site (without `arm`).
+    #[serde(default)]
     config: String,
     /// Path of `nics.json` (default: next to `vm.json`).
     #[serde(default)]
@@ -53,10 +163,33 @@ fn read_export(site: &str, path: &str) -> Result<String, StepError> {
 
 pub fn discover(i: &DiscoverIn) -> Result<AzureVm, StepError> {
     let xsite = i.export_site.as_deref().unwrap_or(&i.site);
-    let vm: export::ArmVm = serde_json::from_str(&read_export(xsite, &i.config)?)
-        .map_err(|e| StepError::invalid_input(export::problem(&i.config, e)))?;
+    // where the VM's description comes from, for messages
+    let (vm_text, source) = match &i.arm {
+        Some(a) => {
+            let path = format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
+                a.subscription, a.resource_group, a.vm
+            );
+            (
+                a.get(
+                    &path,
+                    VM_QUERY,
+                    &format!("VM {} in resource group {}", a.vm, a.resource_group),
+                )?,
+                format!("ARM {path}"),
+            )
+        }
+        None if i.config.is_empty() => {
+            return Err(StepError::invalid_input(
+                "give `config` (the VM's export in a site) or `arm` (read it from Azure Resource Manager)",
+            ));
+        }
+        None => (read_export(xsite, &i.config)?, i.config.clone()),
+    };
+    let vm: export::ArmVm = serde_json::from_str(&vm_text)
+        .map_err(|e| StepError::invalid_input(export::problem(&source, e)))?;
     let p = &vm.properties;
-    let bad = |m: String| StepError::invalid_input(format!("{}: {m}", i.config));
+    let bad = |m: String| StepError::invalid_input(format!("{source}: {m}"));
     if vm.name.is_empty() {
         return Err(bad("`name` is empty".into()));
     }
@@ -145,8 +278,8 @@ pub fn discover(i: &DiscoverIn) -> Result<AzureVm, StepError> {
             })?,
             (None, None) if d.managed_disk.is_some() => {
                 return Err(StepError::invalid_input(format!(
-                    "{}: disk {} ({name}) is a managed disk; export it to a page blob of site `{}` (`az disk grant-access` gives a SAS URL to copy from) and name that blob in `disks: {{ {name}: PATH }}`",
-                    i.config, d.name, i.site
+                    "{source}: disk {} ({name}) is a managed disk; export it to a page blob of site `{}` (`az disk grant-access` gives a SAS URL to copy from) and name that blob in `disks: {{ {name}: PATH }}`",
+                    d.name, i.site
                 )));
             }
             (None, None) => {
@@ -195,11 +328,23 @@ pub fn discover(i: &DiscoverIn) -> Result<AzureVm, StepError> {
         "" => "nics.json".to_string(),
         d => format!("{d}/nics.json"),
     });
-    let arm_nics = if p.network_profile.network_interfaces.is_empty() {
-        Vec::new()
-    } else {
-        export::nics(&read_export(xsite, &nics_path)?)
-            .map_err(|e| StepError::invalid_input(export::problem(&nics_path, e)))?
+    let (arm_nics, nics_path) = match (&i.arm, p.network_profile.network_interfaces.is_empty()) {
+        (_, true) => (Vec::new(), nics_path),
+        (Some(a), false) => {
+            let mut v = Vec::new();
+            for r in &p.network_profile.network_interfaces {
+                let text = a.get(&r.id, NIC_QUERY, &format!("network interface {}", r.id))?;
+                v.extend(export::nics(&text).map_err(|e| {
+                    StepError::invalid_input(export::problem(&format!("ARM {}", r.id), e))
+                })?);
+            }
+            (v, "ARM networkInterfaces".to_string())
+        }
+        (None, false) => (
+            export::nics(&read_export(xsite, &nics_path)?)
+                .map_err(|e| StepError::invalid_input(export::problem(&nics_path, e)))?,
+            nics_path,
+        ),
     };
     let mut nics = Vec::new();
     for (n, r) in p.network_profile.network_interfaces.iter().enumerate() {
@@ -280,7 +425,8 @@ impl Step for Discover {
         )
         .input(field::string("site").required().doc("The source region's storage site holding the disks' page blobs"))
         .input(field::string("export_site").doc("The site holding vm.json and nics.json (default: `site`)"))
-        .input(field::string("config").required().doc("Path of vm.json (`az vm get-instance-view -g RG -n NAME`) in the export site"))
+        .input(field::string("config").doc("Path of vm.json (`az vm get-instance-view -g RG -n NAME`) in the export site"))
+        .input(field::object("arm").sensitive().doc("Read the VM and its NICs from Azure Resource Manager instead: {endpoint, token, subscription, resource_group, vm} (give the token through a secret)"))
         .input(field::string("nics").doc("Path of nics.json (`az network nic show --ids …`; default: next to vm.json)"))
         .input(field::object("disks").doc("Disk (os, lun0, …) → its page blob's path in `site`, instead of the one in its URI"))
         .output(field::object("vm").doc("The VM: name, cpus, memory_mib, firmware, generation, vm_size, location, disks, nics"))
@@ -294,7 +440,10 @@ impl Step for Discover {
                     format!("vm/{}", vm.name),
                     format!(
                         "read {}: {} in {}, generation {} ({}), {} disks ({}), {} NICs",
-                        i.config,
+                        match &i.arm {
+                            Some(a) => format!("{} from ARM", a.vm),
+                            None => i.config.clone(),
+                        },
                         vm.vm_size,
                         vm.location,
                         vm.generation,
