@@ -44,9 +44,10 @@ struct Case {
     /// Canned answers of the recording host, by `transfer` function.
     #[serde(default)]
     answers: Answers,
-    /// Canned HTTP answers, by `METHOD URL`; granting their hosts.
+    /// Canned HTTP answers, by `METHOD URL` (one, or a list told apart by
+    /// `when`); granting their hosts.
     #[serde(default)]
-    http: BTreeMap<String, CannedHttp>,
+    http: BTreeMap<String, OneOrMany>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,9 +77,21 @@ struct Answers {
     errors: BTreeMap<String, StepError>,
 }
 
+/// The answers to one `METHOD URL`: one, or several told apart by `when`
+/// (e.g. SOAP requests to one endpoint).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(CannedHttp),
+    Many(Vec<CannedHttp>),
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CannedHttp {
+    /// Only for a request whose body contains this text.
+    #[serde(default)]
+    when: Option<String>,
     #[serde(default = "ok_status")]
     status: u16,
     #[serde(default)]
@@ -428,13 +441,20 @@ impl Transfer for RecordingHost {
 
 struct Http {
     rec: Arc<Recorder>,
-    canned: BTreeMap<String, CannedHttp>,
+    canned: BTreeMap<String, OneOrMany>,
 }
 
 impl HttpStub for Http {
     fn answer(&self, method: &str, uri: &str, _: &[(String, String)], body: &[u8]) -> HttpAnswer {
         let key = format!("{method} {uri}");
-        let a = match self.canned.get(&key) {
+        let text = String::from_utf8_lossy(body);
+        let fits = |c: &&CannedHttp| c.when.as_deref().is_none_or(|w| text.contains(w));
+        let found = match self.canned.get(&key) {
+            Some(OneOrMany::One(c)) => Some(c).filter(fits),
+            Some(OneOrMany::Many(l)) => l.iter().find(fits),
+            None => None,
+        };
+        let a = match found {
             Some(c) => HttpAnswer {
                 status: c.status,
                 headers: c
@@ -448,7 +468,7 @@ impl HttpStub for Http {
                 status: 599,
                 headers: vec![],
                 body: format!(
-                    "lifeboat plugin test: the case has no answer for `{key}`; add it under `http:`"
+                    "lifeboat plugin test: the case has no answer for `{key}` with this body; add it under `http:`"
                 )
                 .into_bytes(),
             },

@@ -11,6 +11,7 @@
 //! last point recorded; then the SDK's `ship`, `snapshot` and `retention`.
 
 mod config;
+mod winrm;
 
 use std::collections::BTreeMap;
 
@@ -34,8 +35,15 @@ fn dir_of(path: &str) -> &str {
 #[derive(Deserialize)]
 struct DiscoverIn {
     site: String,
-    /// Path of `vm.json` in the site.
+    /// Path of `vm.json` in the site (folder mode).
+    #[serde(default)]
     config: String,
+    /// Host mode: read the VM from the Hyper-V host over WinRM.
+    #[serde(default)]
+    host: Option<winrm::HostIn>,
+    /// Host mode: the account's password (a secret).
+    #[serde(default)]
+    password: Option<String>,
     /// The host folder that corresponds to the site's root, e.g. `C:\Hyper-V`.
     #[serde(default)]
     windows_root: Option<String>,
@@ -48,14 +56,34 @@ struct DiscoverIn {
 }
 
 fn discover(i: &DiscoverIn) -> Result<VmConfig, StepError> {
-    let text = transfer::read_file(&i.site, &i.config)?;
-    // PowerShell's Set-Content -Encoding utf8 writes a byte-order mark
-    let text = text.trim_start_matches('\u{feff}');
-    let e: HyperVExport = serde_json::from_str(text)
-        .map_err(|e| StepError::invalid_input(config::problem(&i.config, e)))?;
+    let (e, source) = match &i.host {
+        Some(h) => (
+            winrm::export(h, i.password.as_deref().unwrap_or(""))?,
+            format!("WinRM {} ({})", h.url, h.vm),
+        ),
+        None if i.config.is_empty() => {
+            return Err(StepError::invalid_input(
+                "give `config` (the VM's Get-VM export in the site) or `host` (read it from the Hyper-V host over WinRM)",
+            ));
+        }
+        None => {
+            let text = transfer::read_file(&i.site, &i.config)?;
+            // PowerShell's Set-Content -Encoding utf8 writes a byte-order mark
+            let text = text.trim_start_matches('\u{feff}');
+            let e: HyperVExport = serde_json::from_str(text)
+                .map_err(|e| StepError::invalid_input(config::problem(&i.config, e)))?;
+            (e, i.config.clone())
+        }
+    };
+    from_export(i, e, &source)
+}
+
+/// The VM shape from a Get-VM export (read from `vm.json` or built from WMI):
+/// `source` names where it came from, for messages.
+fn from_export(i: &DiscoverIn, e: HyperVExport, source: &str) -> Result<VmConfig, StepError> {
     if e.vm.name.is_empty() {
         return Err(StepError::invalid_input(config::problem(
-            &i.config,
+            source,
             "VM.Name is empty",
         )));
     }
@@ -64,22 +92,21 @@ fn discover(i: &DiscoverIn) -> Result<VmConfig, StepError> {
         2 => "uefi",
         g => {
             return Err(StepError::invalid_input(format!(
-                "{}: VM.Generation is {g}; Hyper-V VMs are generation 1 or 2",
-                i.config
+                "{source}: VM.Generation is {g}; Hyper-V VMs are generation 1 or 2"
             )));
         }
     };
     if e.hard_drives.is_empty() {
         return Err(StepError::invalid_input(format!(
             "{}: VM {} has no HardDrives; export them with Get-VMHardDiskDrive (see the plugin's documentation)",
-            i.config, e.vm.name
+            source, e.vm.name
         )));
     }
     let vm_dir = dir_of(&i.config);
     let mut disks = Vec::new();
     for d in &e.hard_drives {
         let name =
-            config::slot(d).map_err(|m| StepError::invalid_input(format!("{}: {m}", i.config)))?;
+            config::slot(d).map_err(|m| StepError::invalid_input(format!("{source}: {m}")))?;
         let candidates = config::site_candidates(&d.path, vm_dir, i.windows_root.as_deref());
         let mut found = None;
         let mut last_err = None;
@@ -121,12 +148,12 @@ fn discover(i: &DiscoverIn) -> Result<VmConfig, StepError> {
     for (n, a) in e.network_adapters.iter().enumerate() {
         let name = format!("nic{n}");
         let mac = config::mac(&a.mac_address).map_err(|m| {
-            StepError::invalid_input(format!("{}: adapter {}: {m}", i.config, a.name))
+            StepError::invalid_input(format!("{}: adapter {}: {m}", source, a.name))
         })?;
         let network = a.switch_name.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
             StepError::invalid_input(format!(
                 "{}: adapter {} ({name}) is not connected to a virtual switch; connect it or remove it",
-                i.config, a.name
+                source, a.name
             ))
         })?;
         nics.push(Nic {
@@ -168,16 +195,30 @@ impl Step for Discover {
     fn info() -> StepInfo {
         StepInfo::new(
             "discover",
-            "Read a Hyper-V VM's configuration (Get-VM export) and inspect its disks",
+            "Read a Hyper-V VM's configuration (Get-VM export, or WMI over WinRM from the host) and inspect its disks",
         )
         .input(field::string("site").required().doc("The folder site holding the VM's files"))
-        .input(field::string("config").required().doc("Path of the VM's vm.json (the documented Get-VM export) in the site"))
+        .input(field::string("config").doc("Folder mode: path of the VM's vm.json (the documented Get-VM export) in the site"))
+        .input(field::object("host").doc("Host mode: {url: https://HOST:5986/wsman, user, vm: NAME}: read the VM over WinRM (WMI root\\virtualization\\v2) during apply"))
+        .input(field::string("password").sensitive().doc("Host mode: the account's password, e.g. ${{ secrets.hyperv_password }}"))
         .input(field::string("windows_root").doc("The host folder the site mirrors, e.g. C:\\Hyper-V (default: find disks next to vm.json)"))
         .input(field::string("guest_os").doc("The guest OS id, e.g. ubuntu22-64 (Hyper-V's export does not carry it)"))
         .input(field::object("ips").doc("Adapter (nic0, nic1, …) → static IPv4 address it keeps"))
         .output(field::object("vm").doc("The VM: name, cpus, memory_mib, firmware, generation, disks, nics"))
     }
     fn plan(_: &Context, i: DiscoverIn) -> Result<Plan, StepError> {
+        if let Some(h) = &i.host {
+            // WS-Management is SOAP over POST: run during apply, read-only queries
+            return Ok(Plan::new()
+                .action(Action::run(
+                    format!("vm/{}", h.vm),
+                    format!(
+                        "query VM {} on Hyper-V host {} as {} over WinRM (read-only WMI queries of root\\virtualization\\v2: system, settings, processor, memory, drives, adapters, switches); find its disks in site `{}`",
+                        h.vm, h.url, h.user, i.site
+                    ),
+                ))
+                .output_after_apply("vm"));
+        }
         let vm = discover(&i)?;
         let total: u64 = vm.disks.iter().map(|d| d.size_bytes).sum();
         Ok(Plan::new()
