@@ -633,6 +633,20 @@ impl AzBlob {
         Ok(props.size)
     }
 
+    /// Get Blob of bytes `start..=end` (both inclusive) of blob `name`.
+    pub async fn read_range(&self, name: &str, start: u64, end: u64) -> Result<Vec<u8>, BlobError> {
+        validate_name(name)?;
+        if end < start {
+            return Err(BlobError::BadAnswer {
+                op: "Get Blob",
+                target: self.inner.blob_target(name),
+                reason: format!("asked for bytes {start}-{end}, which end before they start"),
+            });
+        }
+        let target = self.inner.blob_target(name);
+        self.inner.get_range(name, &target, start, end, None).await
+    }
+
     /// Get Blob Properties (HEAD): size and type, or `None` if the blob does not exist.
     pub async fn properties(&self, name: &str) -> Result<Option<BlobProps>, BlobError> {
         validate_name(name)?;

@@ -474,6 +474,44 @@ struct Local {
 }
 
 impl PluginCaps {
+    /// A disk that is a fixed-VHD page blob (as Azure keeps VM disks),
+    /// described from the service without downloading it: its footer (the
+    /// last 512 bytes) and Get Page Ranges. Returns the virtual size and the
+    /// written ranges inside it as `(offset, length)`; `None` for a folder
+    /// site or any other blob (those are downloaded and read as files).
+    async fn fixed_vhd_blob(
+        &self,
+        site: &str,
+        path: &str,
+    ) -> Result<Option<(u64, Vec<(u64, u64)>)>, StepError> {
+        let Some((c, name)) = self.blob(site, path, Access::Read)? else {
+            return Ok(None);
+        };
+        let err = |e| blob_err(site, path, e);
+        let Some(props) = c.properties(&name).await.map_err(err)? else {
+            return Ok(None);
+        };
+        if props.blob_type != azblob::BlobType::Page || props.size < 1024 || props.size % 512 != 0 {
+            return Ok(None);
+        }
+        let virtual_size = props.size - 512;
+        let footer = c
+            .read_range(&name, virtual_size, props.size - 1)
+            .await
+            .map_err(err)?;
+        if !is_fixed_vhd_footer(&footer, virtual_size) {
+            return Ok(None);
+        }
+        let ranges = c.page_ranges(&name, None).await.map_err(err)?;
+        let data = ranges
+            .pages
+            .iter()
+            .filter(|(s, _)| *s < virtual_size)
+            .map(|&(s, e)| (s, e.min(virtual_size - 1) - s + 1))
+            .collect();
+        Ok(Some((virtual_size, data)))
+    }
+
     async fn local(&self, site: &str, path: &str, need: Access) -> Result<Local, StepError> {
         match self.blob(site, path, need)? {
             None => Ok(Local {
@@ -498,6 +536,33 @@ impl PluginCaps {
             }
         }
     }
+}
+
+/// A fixed VHD's footer for a disk of `virtual_size` bytes: the cookie, disk
+/// type 2 (fixed), the current size and the checksum (the ones' complement of
+/// the sum of every byte but the checksum's own four).
+fn is_fixed_vhd_footer(f: &[u8], virtual_size: u64) -> bool {
+    let be32 = |o: usize| {
+        f.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    };
+    let be64 = |o: usize| {
+        f.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    let sum: u32 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(64..68).contains(i))
+        .map(|(_, b)| u32::from(*b))
+        .sum();
+    f.len() == 512
+        && f.starts_with(b"conectix")
+        && be32(60) == Some(2)
+        && be64(48) == Some(virtual_size)
+        && be32(64) == Some(!sum)
 }
 
 /// `PATH?snapshot=ID` → (`PATH`, `Some(ID)`); a snapshot id is an Azure
@@ -858,6 +923,13 @@ impl Transfer for PluginCaps {
 
     fn inspect_disk<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, DiskInfo> {
         Box::pin(async move {
+            if let Some((size, data)) = self.fixed_vhd_blob(site, path).await? {
+                return Ok(DiskInfo {
+                    format: lifeboat_disk::Format::VhdFixed.to_string(),
+                    virtual_size: size,
+                    allocated: data.iter().map(|e| e.1).sum(),
+                });
+            }
             let local = self.local(site, path, Access::Read).await?;
             let (p, root) = (local.path.clone(), local.root.clone());
             let label = format!("{site}:{path}");
@@ -882,6 +954,16 @@ impl Transfer for PluginCaps {
 
     fn allocated_extents<'a>(&'a self, site: &'a str, path: &'a str) -> Fut<'a, Vec<Extent>> {
         Box::pin(async move {
+            if let Some((_, data)) = self.fixed_vhd_blob(site, path).await? {
+                return Ok(data
+                    .into_iter()
+                    .map(|(offset, length)| Extent {
+                        offset,
+                        length,
+                        kind: ExtentKind::Data,
+                    })
+                    .collect());
+            }
             let local = self.local(site, path, Access::Read).await?;
             let (p, root) = (local.path.clone(), local.root.clone());
             let label = format!("{site}:{path}");
@@ -1099,7 +1181,32 @@ impl Transfer for PluginCaps {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::split_snapshot;
+    use super::{is_fixed_vhd_footer, split_snapshot};
+
+    #[test]
+    fn fixed_vhd_footers() {
+        let mut f = [0u8; 512];
+        f[..8].copy_from_slice(b"conectix");
+        f[48..56].copy_from_slice(&(1u64 << 20).to_be_bytes());
+        f[60..64].copy_from_slice(&2u32.to_be_bytes());
+        let sum: u32 = f.iter().map(|b| u32::from(*b)).sum();
+        f[64..68].copy_from_slice(&(!sum).to_be_bytes());
+        assert!(is_fixed_vhd_footer(&f, 1 << 20));
+        assert!(!is_fixed_vhd_footer(&f, 2 << 20));
+        let mut flipped = f;
+        flipped[100] ^= 1;
+        assert!(!is_fixed_vhd_footer(&flipped, 1 << 20));
+        let mut dynamic = f;
+        dynamic[63] = 3;
+        assert!(!is_fixed_vhd_footer(&dynamic, 1 << 20));
+        // a fixed VHD made by qemu-img (the Azure plugin's test fixture)
+        let made = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../plugins/azure/tests/fixtures/region-a/vhds/web04-os.vhd"),
+        )
+        .unwrap();
+        assert!(is_fixed_vhd_footer(&made[made.len() - 512..], 1 << 20));
+    }
 
     #[test]
     fn snapshot_paths() {
