@@ -71,6 +71,10 @@ fn to_vmdk(raw: &Path, vmdk: &Path) {
         .arg(vmdk));
 }
 
+/// Region B's own storage account in the Azure → Azure test, and its key.
+const REGION_B_ACCOUNT: &str = "lbprodne01";
+const REGION_B_KEY: &str = "bGlmZWJvYXQgcmVnaW9uIEIgdGVzdCBrZXkgLSBub3QgYSByZWFsIG9uZSEhISE=";
+
 fn run(wf: &Path, lab: &Path, state: &Path, extra: &[&str]) -> Output {
     let mut c = lifeboat();
     c.args(["run", "--state-dir"])
@@ -82,6 +86,7 @@ fn run(wf: &Path, lab: &Path, state: &Path, extra: &[&str]) -> Output {
         c.args(["--input", e]);
     }
     c.env("TEST_STORAGE_KEY", common::azurite::KEY);
+    c.env("TEST_STORAGE_KEY_B", REGION_B_KEY);
     c.output().unwrap()
 }
 
@@ -93,7 +98,14 @@ fn azurite_failover(
     scenario: &str,
     dir: &Path,
 ) -> std::path::PathBuf {
-    azurite_site(az, scenario, "failover", "azure", "vhds", dir)
+    azurite_site(
+        az,
+        scenario,
+        "failover",
+        "azure",
+        (common::azurite::ACCOUNT, "vhds"),
+        dir,
+    )
 }
 
 /// Workflow `workflows/{scenario}/{workflow}.yaml` with its site at
@@ -104,7 +116,7 @@ fn azurite_site(
     scenario: &str,
     workflow: &str,
     lab_dir: &str,
-    container: &str,
+    (account, container): (&str, &str),
     dir: &Path,
 ) -> std::path::PathBuf {
     let failover = dir.join(format!("{workflow}.yaml"));
@@ -120,10 +132,15 @@ fn azurite_site(
         &site,
         &format!(
             "    url: \"{}\"\n    key: storage_key\n    ca_file: \"{}\"\n",
-            az.container_url(container),
+            az.account_container_url(account, container),
             az.ca_file().display()
         ),
     );
+    let key_env = if account == common::azurite::ACCOUNT {
+        "TEST_STORAGE_KEY"
+    } else {
+        "TEST_STORAGE_KEY_B"
+    };
     // the site is the `vhds` container itself: blob names carry no container
     let text = text.replace(
         "      container: vhds\n",
@@ -133,12 +150,12 @@ fn azurite_site(
     let text = if text.contains("\nsecrets:\n") {
         text.replace(
             "\nsecrets:\n",
-            "\nsecrets:\n  storage_key: { env: TEST_STORAGE_KEY }\n",
+            &format!("\nsecrets:\n  storage_key: {{ env: {key_env} }}\n"),
         )
     } else {
         text.replace(
             "\nsites:\n",
-            "\nsecrets:\n  storage_key: { env: TEST_STORAGE_KEY }\n\nsites:\n",
+            &format!("\nsecrets:\n  storage_key: {{ env: {key_env} }}\n\nsites:\n"),
         )
     };
     std::fs::write(&failover, text).unwrap();
@@ -331,7 +348,9 @@ fn hyperv_chain_to_azure_boot_verified() {
 fn azure_to_azure_boot_verified() {
     use lifeboat_caps::azblob::AzBlob;
     let (d, lab) = common::lab::demo_lab();
-    let az = common::azurite::Azurite::start_https();
+    // each region its own storage account
+    let az =
+        common::azurite::Azurite::start_https_with_accounts(&[(REGION_B_ACCOUNT, REGION_B_KEY)]);
     let ca = std::fs::read(az.ca_file()).unwrap();
     let region_a = AzBlob::with_ca(
         &az.container_url("region-a"),
@@ -392,7 +411,7 @@ fn azure_to_azure_boot_verified() {
         "azure-to-azure",
         "replicate",
         "azure-region-a",
-        "region-a",
+        (common::azurite::ACCOUNT, "region-a"),
         d.path(),
     );
 
@@ -465,7 +484,7 @@ fn azure_to_azure_boot_verified() {
         "azure-to-azure",
         "failover",
         "azure-region-b",
-        "region-b",
+        (REGION_B_ACCOUNT, "vhds"),
         d.path(),
     );
     let mut report = vec![
@@ -478,5 +497,31 @@ fn azure_to_azure_boot_verified() {
     // region B: its own VNet and location, the source's size and generation
     let plan = ok(&run(&failover, &lab, &d.path().join("f-plan"), &[]));
     assert!(plan.contains("prod-ne-vnet/subnets/app"), "{plan}");
+    assert!(!plan.contains(REGION_B_KEY), "region B's key leaked");
+    // the recovered disks are in region B's account, not region A's
+    let region_b = AzBlob::with_ca(
+        &az.account_container_url(REGION_B_ACCOUNT, "vhds"),
+        REGION_B_ACCOUNT,
+        REGION_B_KEY,
+        Some(&ca),
+    )
+    .unwrap();
+    rt.block_on(async {
+        assert!(
+            region_b
+                .properties("web03-test-os.vhd")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            region_a
+                .list("")
+                .await
+                .unwrap()
+                .iter()
+                .all(|n| !n.contains("-test-"))
+        );
+    });
     eprintln!("{}", report.join("\n"));
 }

@@ -104,13 +104,19 @@ fn make_test_ca(dir: &Path) {
 
 impl Azurite {
     pub fn start() -> Azurite {
-        Self::launch(false)
+        Self::launch(false, &[])
     }
 
     /// Over HTTPS, with a certificate signed by a CA made for the test
     /// ([`Azurite::ca_file`]): nothing trusts it unless told to.
     pub fn start_https() -> Azurite {
-        Self::launch(true)
+        Self::launch(true, &[])
+    }
+
+    /// [`Azurite::start_https`] with more storage accounts besides
+    /// [`ACCOUNT`]: `(name, base64 key)` each (Azurite's `AZURITE_ACCOUNTS`).
+    pub fn start_https_with_accounts(accounts: &[(&str, &str)]) -> Azurite {
+        Self::launch(true, accounts)
     }
 
     /// The test CA's certificate (PEM), when started over HTTPS.
@@ -120,7 +126,7 @@ impl Azurite {
             .expect("Azurite was started over plain HTTP")
     }
 
-    fn launch(https: bool) -> Azurite {
+    fn launch(https: bool, accounts: &[(&str, &str)]) -> Azurite {
         let bin = std::env::var_os("LIFEBOAT_AZURITE")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -140,6 +146,12 @@ impl Azurite {
             .port();
         let cwd = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(&bin);
+        if !accounts.is_empty() {
+            // naming accounts replaces the default one: keep it
+            let mut all = vec![format!("{ACCOUNT}:{KEY}")];
+            all.extend(accounts.iter().map(|(n, k)| format!("{n}:{k}")));
+            cmd.env("AZURITE_ACCOUNTS", all.join(";"));
+        }
         let ca = if https {
             make_test_ca(cwd.path());
             cmd.args(["--cert", "cert.pem", "--key", "key.pem"]);
@@ -181,8 +193,13 @@ impl Azurite {
 
     /// Path-style container URL (account in the path, as Azurite wants).
     pub fn container_url(&self, container: &str) -> String {
+        self.account_container_url(ACCOUNT, container)
+    }
+
+    /// Path-style URL of a container of another account.
+    pub fn account_container_url(&self, account: &str, container: &str) -> String {
         let scheme = if self.ca.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}/{ACCOUNT}/{container}", self.port)
+        format!("{scheme}://127.0.0.1:{}/{account}/{container}", self.port)
     }
 }
 
