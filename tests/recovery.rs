@@ -55,20 +55,17 @@ fn changed_areas(old: &Path, new: &Path) -> Vec<(u64, u64)> {
     out
 }
 
-fn to_vmdk(raw: &Path, vmdk: &Path) {
-    let _ = std::fs::remove_file(vmdk);
+/// `raw` converted by qemu-img into `out` (replaced) in format `fmt` with `opts`.
+fn convert(raw: &Path, out: &Path, fmt: &str, opts: &str) {
+    let _ = std::fs::remove_file(out);
     sh(Command::new("qemu-img")
-        .args([
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=monolithicSparse",
-        ])
+        .args(["convert", "-f", "raw", "-O", fmt, "-o", opts])
         .arg(raw)
-        .arg(vmdk));
+        .arg(out));
+}
+
+fn to_vmdk(raw: &Path, vmdk: &Path) {
+    convert(raw, vmdk, "vmdk", "subformat=monolithicSparse");
 }
 
 /// Region B's own storage account in the Azure → Azure test, and its key.
@@ -364,21 +361,8 @@ fn azure_to_azure_boot_verified() {
     // the OS disk: a bootable Linux, as Azure stores it (fixed VHD, 1 MiB aligned)
     let raw = d.path().join("os.raw");
     lab_script("make-boot-disk.sh", &[raw.as_os_str(), "first".as_ref()]);
-    let to_vhd = |raw: &Path, vhd: &Path| {
-        let _ = std::fs::remove_file(vhd);
-        sh(Command::new("qemu-img")
-            .args([
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "vpc",
-                "-o",
-                "subformat=fixed,force_size=on",
-            ])
-            .arg(raw)
-            .arg(vhd));
-    };
+    // as Azure keeps it: a fixed VHD, 1 MiB aligned
+    let to_vhd = |raw: &Path, vhd: &Path| convert(raw, vhd, "vpc", "subformat=fixed,force_size=on");
     let os_vhd = d.path().join("web03-os.vhd");
     to_vhd(&raw, &os_vhd);
     let a_dir = lab.join("azure-region-a");

@@ -204,23 +204,6 @@ pub struct AzureNic {
     pub ip: Option<String>,
 }
 
-/// `aa:bb:cc:dd:ee:ff` from ARM's `AA-BB-CC-DD-EE-FF`.
-pub fn mac(raw: &str) -> Result<String, String> {
-    let hex: String = raw.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    if hex.len() != 12
-        || raw
-            .chars()
-            .any(|c| !c.is_ascii_hexdigit() && c != ':' && c != '-')
-    {
-        return Err(format!("macAddress {raw:?} is not 12 hex digits"));
-    }
-    let lower = hex.to_ascii_lowercase();
-    Ok((0..6)
-        .map(|i| &lower[i * 2..i * 2 + 2])
-        .collect::<Vec<_>>()
-        .join(":"))
-}
-
 /// `VNET/SUBNET` from a subnet id `…/virtualNetworks/VNET/subnets/SUBNET`.
 pub fn network_of(subnet_id: &str) -> Option<String> {
     let parts: Vec<&str> = subnet_id.split('/').collect();
@@ -265,8 +248,6 @@ mod tests {
 
     #[test]
     fn macs_networks_and_blobs() {
-        assert_eq!(mac("00-0D-3A-2B-4C-5D").unwrap(), "00:0d:3a:2b:4c:5d");
-        assert!(mac("00-0D-3A").is_err());
         assert_eq!(
             network_of("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet-a/subnets/app")
                 .as_deref(),

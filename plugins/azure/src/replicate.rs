@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use lifeboat_azure_arm::VM_SIZES;
 use lifeboat_plugin_sdk::prelude::*;
-use lifeboat_plugin_sdk::replication::{CapturedDisk, check_mode, mib, previous_point};
+use lifeboat_plugin_sdk::replication::{
+    CapturedDisk, Found, check_mode, find_disk, mac, mib, previous_point,
+};
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent, ExtentKind, PointInfo};
 use serde::{Deserialize, Serialize};
 
@@ -289,31 +291,21 @@ pub fn discover(i: &DiscoverIn) -> Result<AzureVm, StepError> {
                 )));
             }
         };
-        let mut found = None;
-        let mut last = None;
-        for c in &candidates {
-            match transfer::inspect_disk(&i.site, c) {
-                Ok(info) => {
-                    found = Some((c.clone(), info));
-                    break;
-                }
-                Err(e) if e.code == "not-found" => last = Some(e),
-                Err(e) => return Err(e),
+        let (path, info) = match find_disk(&i.site, &candidates)? {
+            Found::Disk(path, info) => (path, info),
+            Found::Missing(last) => {
+                return Err(StepError::new(
+                    "not-found",
+                    format!(
+                        "disk {name} of {} ({}) is not in site `{}`: looked for {}{}",
+                        vm.name,
+                        if uri.is_empty() { &d.name } else { &uri },
+                        i.site,
+                        candidates.join(", "),
+                        last.map(|m| format!(" ({m})")).unwrap_or_default()
+                    ),
+                ));
             }
-        }
-        let Some((path, info)) = found else {
-            return Err(StepError::new(
-                "not-found",
-                format!(
-                    "disk {name} of {} ({}) is not in site `{}`: looked for {}{}",
-                    vm.name,
-                    if uri.is_empty() { &d.name } else { &uri },
-                    i.site,
-                    candidates.join(", "),
-                    last.map(|e| format!(" ({})", e.message))
-                        .unwrap_or_default()
-                ),
-            ));
         };
         disks.push(AzureDisk {
             name,
@@ -376,7 +368,7 @@ pub fn discover(i: &DiscoverIn) -> Result<AzureVm, StepError> {
             ))
         })?;
         let mac = match a.properties.mac_address.as_deref() {
-            Some(m) if !m.is_empty() => export::mac(m).map_err(|m| {
+            Some(m) if !m.is_empty() => mac("macAddress", m).map_err(|m| {
                 StepError::invalid_input(format!("{nics_path}: NIC {}: {m}", a.name))
             })?,
             _ => String::new(),

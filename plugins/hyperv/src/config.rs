@@ -180,23 +180,6 @@ pub fn slot(d: &HvDrive) -> Result<String, String> {
     ))
 }
 
-/// `00155D010203` → `00:15:5d:01:02:03`.
-pub fn mac(raw: &str) -> Result<String, String> {
-    let hex: String = raw.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    if hex.len() != 12
-        || raw
-            .chars()
-            .any(|c| !c.is_ascii_hexdigit() && c != ':' && c != '-')
-    {
-        return Err(format!("MacAddress {raw:?} is not 12 hex digits"));
-    }
-    let lower = hex.to_ascii_lowercase();
-    Ok((0..6)
-        .map(|i| &lower[i * 2..i * 2 + 2])
-        .collect::<Vec<_>>()
-        .join(":"))
-}
-
 /// Candidate site paths for a Hyper-V host path: with `windows_root` stripped
 /// when given, else the VM folder plus the path's last two and last one components.
 pub fn site_candidates(host_path: &str, vm_dir: &str, windows_root: Option<&str>) -> Vec<String> {
@@ -245,8 +228,16 @@ mod tests {
             ..d
         };
         assert_eq!(slot(&ide).as_deref(), Ok("ide0:2"));
-        assert_eq!(mac("00155D010203").as_deref(), Ok("00:15:5d:01:02:03"));
-        assert!(mac("00155D0102").is_err());
+        use lifeboat_plugin_sdk::replication::mac;
+        assert_eq!(
+            mac("MacAddress", "00155D010203").as_deref(),
+            Ok("00:15:5d:01:02:03")
+        );
+        assert_eq!(
+            mac("macAddress", "00-0D-3A-2B-4C-5D").as_deref(),
+            Ok("00:0d:3a:2b:4c:5d")
+        );
+        assert!(mac("MacAddress", "00155D0102").is_err());
         assert_eq!(
             site_candidates(
                 r"C:\Hyper-V\web02\Virtual Hard Disks\web02.vhdx",

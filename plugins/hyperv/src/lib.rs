@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use lifeboat_plugin_sdk::prelude::*;
 use lifeboat_plugin_sdk::replication::{
-    CapturedDisk, Ship, Snapshot, capture_action, check_mode, mib, previous_point,
+    self, CapturedDisk, Found, Ship, Snapshot, capture_action, check_mode, mib, previous_point,
 };
 use lifeboat_plugin_sdk::retention::Retention;
 use lifeboat_plugin_sdk::transfer::{self, Changes, Extent};
@@ -108,32 +108,21 @@ fn from_export(i: &DiscoverIn, e: HyperVExport, source: &str) -> Result<VmConfig
         let name =
             config::slot(d).map_err(|m| StepError::invalid_input(format!("{source}: {m}")))?;
         let candidates = config::site_candidates(&d.path, vm_dir, i.windows_root.as_deref());
-        let mut found = None;
-        let mut last_err = None;
-        for c in &candidates {
-            match transfer::inspect_disk(&i.site, c) {
-                Ok(info) => {
-                    found = Some((c.clone(), info));
-                    break;
-                }
-                Err(e) if e.code == "not-found" => last_err = Some(e),
-                Err(e) => return Err(e),
+        let (path, info) = match replication::find_disk(&i.site, &candidates)? {
+            Found::Disk(path, info) => (path, info),
+            Found::Missing(last) => {
+                return Err(StepError::new(
+                    "not-found",
+                    format!(
+                        "disk {name} of {} ({}) is not in site `{}`: looked for {}{}; copy the disk there or set `windows_root` to the host folder the site mirrors",
+                        e.vm.name,
+                        d.path,
+                        i.site,
+                        candidates.join(", "),
+                        last.map(|m| format!(" ({m})")).unwrap_or_default()
+                    ),
+                ));
             }
-        }
-        let Some((path, info)) = found else {
-            return Err(StepError::new(
-                "not-found",
-                format!(
-                    "disk {name} of {} ({}) is not in site `{}`: looked for {}{}; copy the disk there or set `windows_root` to the host folder the site mirrors",
-                    e.vm.name,
-                    d.path,
-                    i.site,
-                    candidates.join(", "),
-                    last_err
-                        .map(|e| format!(" ({})", e.message))
-                        .unwrap_or_default()
-                ),
-            ));
         };
         disks.push(Disk {
             name,
@@ -147,7 +136,7 @@ fn from_export(i: &DiscoverIn, e: HyperVExport, source: &str) -> Result<VmConfig
     let mut nics = Vec::new();
     for (n, a) in e.network_adapters.iter().enumerate() {
         let name = format!("nic{n}");
-        let mac = config::mac(&a.mac_address).map_err(|m| {
+        let mac = replication::mac("MacAddress", &a.mac_address).map_err(|m| {
             StepError::invalid_input(format!("{}: adapter {}: {m}", source, a.name))
         })?;
         let network = a.switch_name.clone().filter(|s| !s.is_empty()).ok_or_else(|| {

@@ -228,3 +228,44 @@ impl Step for Snapshot {
             .set("created", &p.created))
     }
 }
+
+/// A MAC address as `aa:bb:cc:dd:ee:ff`, from any platform's spelling
+/// (`00155D010203`, `00-0D-3A-2B-4C-5D`, `00:50:56:…`); the error names `field`.
+pub fn mac(field: &str, raw: &str) -> Result<String, String> {
+    let hex: String = raw.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    if hex.len() != 12
+        || raw
+            .chars()
+            .any(|c| !c.is_ascii_hexdigit() && c != ':' && c != '-')
+    {
+        return Err(format!("{field} {raw:?} is not 12 hex digits"));
+    }
+    let lower = hex.to_ascii_lowercase();
+    Ok((0..6)
+        .map(|i| &lower[i * 2..i * 2 + 2])
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// What [`find_disk`] found.
+pub enum Found {
+    /// The first candidate the host could open: its site path and description.
+    Disk(String, transfer::DiskInfo),
+    /// None exists; the host's message for the last one, if any.
+    Missing(Option<String>),
+}
+
+/// The first of `candidates` (site paths, most likely first) that is a disk
+/// image in `site`. Only `not-found` moves on to the next candidate; any
+/// other error (a broken image, a denied path) is returned as it is.
+pub fn find_disk(site: &str, candidates: &[String]) -> Result<Found, StepError> {
+    let mut last = None;
+    for c in candidates {
+        match transfer::inspect_disk(site, c) {
+            Ok(info) => return Ok(Found::Disk(c.clone(), info)),
+            Err(e) if e.code == "not-found" => last = Some(e.message),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Found::Missing(last))
+}
