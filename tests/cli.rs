@@ -171,3 +171,54 @@ fn doctor() {
     assert!(text.contains("fix: apt-get install qemu-utils"), "{text}");
     assert!(text.contains("optional componentize-py"), "{text}");
 }
+
+/// Encryption in transit for the vault: an object-store vault with a plain
+/// `http://` endpoint is refused before anything runs, unless its URL opts in
+/// for an emulator on this machine; the plan then says NOT ENCRYPTED, and an
+/// `https://` endpoint says TLS.
+#[test]
+fn vault_endpoints_need_tls() {
+    let d = tempfile::tempdir().unwrap();
+    let wf = |name: &str, url: &str| {
+        let p = d.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nvault:\n  url: \"{url}\"\nplugins:\n  demo: {{ source: \"builtin:demo\" }}\nsteps:\n  - id: hello\n    uses: demo/inventory\n    with: {{ site: lab }}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let plan = |p: &std::path::Path| {
+        lifeboat()
+            .env("LIFEBOAT_VAULT_KEY", "00".repeat(32))
+            .args(["plan"])
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    let o = plan(&wf("plain", "s3://b/p?endpoint=http://127.0.0.1:9000"));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("error: vault s3://b/p?endpoint=http://127.0.0.1:9000: endpoint http://127.0.0.1:9000 is plain http: the vault's signed requests would travel unencrypted; use https://, or for an emulator on this machine add `&insecure_http=true`"),
+        "{err}"
+    );
+    let o = plan(&wf(
+        "remote",
+        "s3://b/p?endpoint=http://s3.example.com&insecure_http=true",
+    ));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let o = plan(&wf(
+        "emulator",
+        "s3://b/p?endpoint=http://127.0.0.1:9000&insecure_http=true",
+    ));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(out.contains("NOT ENCRYPTED in transit: plain http to http://127.0.0.1:9000, allowed by insecure_http"), "{out}");
+    let o = plan(&wf("tls", "s3://b/p?endpoint=https://s3.example.com"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(out.contains("; TLS to https://s3.example.com)"), "{out}");
+}

@@ -337,6 +337,10 @@ impl Loaded {
         let (sites, vault) =
             lifeboat_plan::sites_and_vault(&self.workflow, &inputs, &self.secrets()?)
                 .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+        let transport = vault
+            .as_ref()
+            .map(|v| vault_transport(&v.url))
+            .transpose()?;
         self.attach_capabilities(&sites, vault.as_ref())?;
         let setup = PlanSetup {
             file: file.display().to_string(),
@@ -345,7 +349,7 @@ impl Loaded {
             plugins: self.plugin_refs(),
             steps: self.step_infos(),
         };
-        lifeboat_plan::make_plan(&self.workflow, &setup, &self.calls())
+        let mut plan = lifeboat_plan::make_plan(&self.workflow, &setup, &self.calls())
             .await
             .map_err(|e| match e {
                 lifeboat_plan::PlanError::Input(_)
@@ -353,7 +357,11 @@ impl Loaded {
                     Failure::Invalid(format!("error: {e}"))
                 }
                 other => Failure::Failed(anyhow!("planning failed: {other}")),
-            })
+            })?;
+        if let Some(v) = plan.vault.as_mut() {
+            v.transport = transport.flatten();
+        }
+        Ok(plan)
     }
 
     /// Refuse a plan whose workflow or plugins changed since it was made;
@@ -488,4 +496,14 @@ pub fn describe_text(p: &Plugin) -> String {
         }
     }
     o
+}
+
+/// How an object-store vault's data travels, for the plan (`None` for a
+/// folder); plain http that its URL does not opt into is refused here.
+fn vault_transport(url: &str) -> Result<Option<String>, Failure> {
+    match lifeboat_vault::endpoint::transport(url) {
+        Ok(lifeboat_vault::endpoint::Transport::Local) => Ok(None),
+        Ok(t) => Ok(Some(t.to_string())),
+        Err(e) => Err(Failure::Invalid(format!("error: vault {url}: {e}"))),
+    }
 }

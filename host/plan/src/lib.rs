@@ -184,6 +184,10 @@ pub struct VaultRef {
     pub url: String,
     /// `secret NAME`, `file PATH` or `env:LIFEBOAT_VAULT_KEY`.
     pub key: String,
+    /// For an object-store vault: how its data travels (`TLS to …`, or
+    /// `NOT ENCRYPTED in transit: …`); none for a local folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// Which workflow file, by content.
@@ -802,6 +806,7 @@ fn eval_setup(
                 (None, Some(f)) => format!("file {}", text("vault.key_file".into(), f)?),
                 (None, None) => "env:LIFEBOAT_VAULT_KEY".into(),
             },
+            transport: None,
         }),
     };
     Ok((sites, vault))

@@ -63,7 +63,14 @@ pub fn render_text(plan: &Plan) -> String {
         }
     }
     if let Some(v) = &plan.vault {
-        let _ = writeln!(o, "\nVault: {} (key from {})", v.url, v.key);
+        match &v.transport {
+            Some(t) => {
+                let _ = writeln!(o, "\nVault: {} (key from {}; {t})", v.url, v.key);
+            }
+            None => {
+                let _ = writeln!(o, "\nVault: {} (key from {})", v.url, v.key);
+            }
+        }
     }
     let _ = writeln!(o, "\nPlugins:");
     for (alias, p) in &plan.plugins {

@@ -51,16 +51,21 @@ fn local_err(op: &'static str, path: &str, e: std::io::Error) -> VaultError {
     }
 }
 
+/// The file of object `path` in the folder `root`.
+fn object_file(root: &Path, path: &str) -> Result<PathBuf> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(VaultError::Internal(format!("bad object path {path:?}")));
+    }
+    Ok(root.join(rel))
+}
+
 impl Local {
     fn abs(&self, path: &str) -> Result<PathBuf> {
-        let rel = Path::new(path.trim_start_matches('/'));
-        if rel
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(VaultError::Internal(format!("bad object path {path:?}")));
-        }
-        Ok(self.root.join(rel))
+        object_file(&self.root, path)
     }
 
     /// Reads a whole object.
@@ -95,40 +100,114 @@ impl Local {
     /// Writes an object from `parts` (vectored writes, no copy): to `.tmp/`, synced as
     /// `durability` asks, then renamed into place.
     pub(crate) fn write(&self, path: &str, parts: &[&[u8]], durability: Durability) -> Result<()> {
-        let target = self.abs(path)?;
-        let name = target
+        let name = Path::new(path)
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
+        let mut t = self.create_tmp(&name, path)?;
+        t.append(parts)?;
+        t.commit(path, durability)
+    }
+
+    /// Starts an object in `.tmp/` whose content is appended piece by piece and whose
+    /// name is given only when it is committed ([`TmpObject::commit`]); `hint` names the
+    /// temporary file, `what` the object in errors. Dropped uncommitted, the temporary
+    /// file is removed.
+    pub(crate) fn create_tmp(&self, hint: &str, what: &str) -> Result<TmpObject> {
         let tmp = self
             .tmp
-            .join(format!("{name}.{}", crate::crypto::random_hex(8)?));
-        let r = (|| -> std::io::Result<()> {
-            let mut f = match std::fs::OpenOptions::new()
+            .join(format!("{hint}.{}", crate::crypto::random_hex(8)?));
+        let open = || {
+            std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
-            {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(&self.tmp)?;
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&tmp)?
-                }
-                r => r?,
-            };
-            write_all_vectored(&mut f, parts)?;
-            if durability != Durability::Volatile {
+        };
+        let file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.tmp).and_then(|()| open())
+            }
+            r => r,
+        }
+        .map_err(|e| local_err("write", what, e))?;
+        Ok(TmpObject {
+            file: Some(file),
+            tmp,
+            root: self.root.clone(),
+            what: what.to_string(),
+            synced: false,
+        })
+    }
+}
+
+/// An object being written to `.tmp/` (see [`Local::create_tmp`]).
+#[derive(Debug)]
+pub(crate) struct TmpObject {
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    root: PathBuf,
+    what: String,
+    /// Its data was synced ([`TmpObject::sync_data`]) and not written since.
+    synced: bool,
+}
+
+impl TmpObject {
+    /// Appends `parts` (vectored writes of about [`WRITE_CALL`] bytes).
+    pub(crate) fn append(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(VaultError::Internal(format!(
+                "{} already committed",
+                self.what
+            )));
+        };
+        self.synced = false;
+        write_all_vectored(f, parts).map_err(|e| local_err("write", &self.what, e))
+    }
+
+    /// A second handle on the temporary file, for a thread that starts its writeback
+    /// ([`std::fs::File::sync_data`]) while more is appended.
+    pub(crate) fn try_clone_file(&self) -> Option<std::fs::File> {
+        self.file.as_ref().and_then(|f| f.try_clone().ok())
+    }
+
+    /// Syncs the data written so far (`fdatasync`), still under the temporary name:
+    /// several objects can be synced at once, then committed in order.
+    pub(crate) fn sync_data(&mut self) -> Result<()> {
+        let Some(f) = self.file.as_ref() else {
+            return Err(VaultError::Internal(format!(
+                "{} already committed",
+                self.what
+            )));
+        };
+        f.sync_data()
+            .map_err(|e| local_err("write", &self.what, e))?;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Syncs the data as `durability` asks, then renames the object to `path` (and, for
+    /// [`Durability::Named`], syncs its directory).
+    pub(crate) fn commit(mut self, path: &str, durability: Durability) -> Result<()> {
+        let target = object_file(&self.root, path)?;
+        let Some(f) = self.file.take() else {
+            return Err(VaultError::Internal(format!(
+                "{} already committed",
+                self.what
+            )));
+        };
+        let tmp = &self.tmp;
+        let synced = self.synced;
+        let r = (|| -> std::io::Result<()> {
+            if durability != Durability::Volatile && !synced {
                 f.sync_data()?;
             }
             drop(f);
-            match std::fs::rename(&tmp, &target) {
+            match std::fs::rename(tmp, &target) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if let Some(dir) = target.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    std::fs::rename(&tmp, &target)?;
+                    std::fs::rename(tmp, &target)?;
                 }
                 r => r?,
             }
@@ -139,10 +218,21 @@ impl Local {
             }
             Ok(())
         })();
-        r.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            local_err("write", path, e)
-        })
+        match r {
+            Ok(()) => {
+                self.tmp = PathBuf::new();
+                Ok(())
+            }
+            Err(e) => Err(local_err("write", path, e)),
+        }
+    }
+}
+
+impl Drop for TmpObject {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -205,6 +295,9 @@ impl Backend {
     ///   `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`;
     /// * `azblob://container/prefix?endpoint=URL` — account from `AZURE_STORAGE_ACCOUNT` /
     ///   `AZURE_STORAGE_KEY`; the endpoint defaults to `https://ACCOUNT.blob.core.windows.net`.
+    ///
+    /// Object stores are reached over TLS: an `http://` endpoint needs
+    /// `&insecure_http=true` and must be this machine ([`crate::endpoint`]).
     pub(crate) fn open(url: &str) -> Result<Backend> {
         install_tls_and_transport();
         let mut local = None;
@@ -218,13 +311,28 @@ impl Backend {
             let prefix = format!("/{}", u.path().trim_matches('/'));
             let mut endpoint = None;
             let mut region = None;
+            let mut insecure = false;
             for (k, v) in u.query_pairs() {
                 match k.as_ref() {
                     "endpoint" => endpoint = Some(v.to_string()),
                     "region" => region = Some(v.to_string()),
+                    "insecure_http" => {
+                        insecure = match v.as_ref() {
+                            "true" => true,
+                            "false" => false,
+                            other => {
+                                return Err(url_err(
+                                    url,
+                                    format!("insecure_http={other:?}: give true or false"),
+                                ));
+                            }
+                        }
+                    }
                     other => return Err(url_err(url, format!("unknown parameter {other:?}"))),
                 }
             }
+            // encryption in transit: https, or plain http to an emulator on 127.0.0.1 by opt-in
+            crate::endpoint::check(endpoint.as_deref(), insecure).map_err(|e| url_err(url, e))?;
             if u.scheme() == "s3" {
                 let mut b = opendal::services::S3::default()
                     .bucket(&bucket)

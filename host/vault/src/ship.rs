@@ -10,9 +10,13 @@
 //!                                                                        (pack, then index)
 //! ```
 //! Memory: per-worker read buffers, bounded channels, and at most a few packs in flight,
-//! whatever the disk size; tables (16384 slots) are held only while being filled. Blob
-//! buffers are not copied into packs: a local folder writes a pack's blobs with
-//! vectored writes, and the buffers then go back to the workers.
+//! whatever the disk size; tables (16384 slots) are held only while being filled. For a
+//! local folder the packer appends each blob to its pack's temporary file as it
+//! arrives and hands the buffer straight back to the workers (warm, and no fresh pages
+//! to fault in); the uploaders then only sync and rename closed packs. The last pack is
+//! synced together with the last index file and the manifest
+//! ([`crate::Inner::commit_ship`]). For object stores the packer collects a pack's blob
+//! buffers and an uploader sends them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -22,15 +26,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backend::Durability;
+use crate::backend::{Durability, TmpObject};
 use crate::error::{Result, VaultError};
 use crate::extents::{Action, Extent, ExtentKind, plan_chunks, qcow2_dirty_extents};
 use crate::format::{
     ChangeRecord, Consistency, DiskManifest, ExtentRecord, Id, Index, KIND_CHUNK, KIND_TABLE,
-    Manifest, ZERO_ID, decode_table, encode_table, pack_path, point_aad, point_path, staged_aad,
-    staged_path,
+    Manifest, PackRecord, ZERO_ID, decode_table, encode_table, pack_path, point_aad, point_path,
+    staged_aad, staged_path,
 };
-use crate::pack::{BlobEncoder, FinishedPack, Packer};
+use crate::pack::{BlobEncoder, Packer};
 use crate::timing::Timing;
 use crate::{Inner, Vault, lock};
 
@@ -268,15 +272,14 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
         }],
     };
     let plain = serde_json::to_vec(&manifest).map_err(|e| VaultError::Internal(e.to_string()))?;
-    if req.stage {
-        inner
-            .write_sealed(&staged_path(&id), &staged_aad(&id), &plain)
-            .await?;
+    let (path, aad) = if req.stage {
+        (staged_path(&id), staged_aad(&id))
     } else {
-        inner
-            .write_sealed(&point_path(&id), &point_aad(&id), &plain)
-            .await?;
-    }
+        (point_path(&id), point_aad(&id))
+    };
+    inner
+        .commit_ship(out.last_pack, out.unindexed, path, aad, plain)
+        .await?;
     watch.lap("write manifest");
     drop(watch);
     phases.report();
@@ -302,7 +305,20 @@ async fn ship_locked(vault: &Vault, req: ShipRequest) -> Result<ShipReport> {
     })
 }
 
+/// A closed pack on its way to storage.
+enum PackOut {
+    /// Its parts (blobs, header, trailer), for an object store.
+    Parts(Vec<Vec<u8>>, PackRecord),
+    /// A local folder's pack, already written to its temporary file by the packer: it
+    /// still has to be synced and renamed. The ship's last pack (`true`) is left to
+    /// [`crate::Inner::commit_ship`], which syncs it together with the last index file
+    /// and the manifest.
+    Streamed(TmpObject, PackRecord, bool),
+}
+
 const UPLOADERS: usize = 4;
+/// A local folder's open pack is synced in the background after every this many bytes.
+const PACK_FLUSH_EVERY: usize = 4 << 20;
 /// Stored packs are listed in a new index file every this many packs.
 const INDEX_EVERY: usize = 8;
 
@@ -313,6 +329,10 @@ struct PipeOut {
     bitmap: Option<String>,
     tables: Vec<Id>,
     data_bytes: u64,
+    /// Stored packs that no index file lists yet.
+    unindexed: Vec<PackRecord>,
+    /// A local folder's last pack, written but not synced or named yet.
+    last_pack: Option<(TmpObject, PackRecord)>,
 }
 
 /// Chunks read with one call (256 KiB at 64 KiB chunks: small enough to stay in the
@@ -504,7 +524,7 @@ fn pipeline(
     let (blob_tx, blob_rx) = crossbeam_channel::bounded::<Blob>(workers * 64);
     // blob buffers go back to the workers once their pack is stored
     let (blob_free_tx, blob_free_rx) = crossbeam_channel::bounded::<Vec<u8>>(workers * 64 + 16);
-    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<FinishedPack>(1);
+    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<PackOut>(1);
     let fail = Failure {
         cancel: AtomicBool::new(false),
         first: Mutex::new(None),
@@ -512,6 +532,8 @@ fn pipeline(
     let new_ids: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
     // stored packs not yet listed in an index file (shared by the uploaders)
     let unindexed: Mutex<Vec<crate::format::PackRecord>> = Mutex::new(Vec::new());
+    // a local folder's last pack, written but not yet synced (see PackOut::Streamed)
+    let last_pack: Mutex<Option<(TmpObject, PackRecord)>> = Mutex::new(None);
     let crypto = &inner.crypto;
     let level = cfg.compression.level;
     let timing = Timing::new("ship");
@@ -600,31 +622,96 @@ fn pipeline(
         }
         drop(res_tx);
         drop(blob_free_rx);
-        // packer
+        // packer: for a local folder it writes each blob into the pack's temporary file
+        // as it arrives (the buffer goes straight back to the workers, still warm, and
+        // the pack is mostly written when it closes); otherwise it collects the blobs
+        // for the uploaders
         {
             let fail = &fail;
             let timing = &timing;
+            let blob_free_tx = blob_free_tx.clone();
+            let local = inner.backend.local().cloned();
+            // flusher: syncs the open pack every PACK_FLUSH_EVERY bytes through a second
+            // handle, so that the disk writes while the workers compute and the sync
+            // that closes a pack (the last one is on the critical path) finds little left
+            let (flush_tx, flush_rx) = crossbeam_channel::bounded::<std::fs::File>(1);
+            sc.spawn(move || {
+                for f in flush_rx.iter() {
+                    let _ = f.sync_data(); // errors surface in the pack's own sync
+                }
+            });
             sc.spawn(move || {
                 let mut w = timing.watch();
                 let r = (|| -> Result<()> {
                     let mut packer = Packer::new(cfg.pack_size as usize)?;
+                    let mut tmp: Option<TmpObject> = None;
+                    let mut unflushed = 0usize;
+                    let finish_streamed = |packer: &mut Packer,
+                                           tmp: &mut Option<TmpObject>,
+                                           last: bool|
+                     -> Result<_> {
+                        let Some((parts, rec)) = packer.finish(crypto)? else {
+                            return Ok(None);
+                        };
+                        let Some(mut t) = tmp.take() else {
+                            return Err(VaultError::Internal("pack file missing".into()));
+                        };
+                        let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+                        t.append(&slices)?;
+                        Ok(Some(PackOut::Streamed(t, rec, last)))
+                    };
+                    let send = |p: PackOut| {
+                        pack_tx
+                            .send(p)
+                            .map_err(|_| VaultError::Internal("uploader stopped".into()))
+                    };
                     for b in blob_rx.iter() {
                         w.lap("packer wait");
-                        let p = packer.add(crypto, b.kind, b.id, b.env, b.raw_len)?;
+                        let p = match &local {
+                            Some(l) => {
+                                let t = match tmp.as_mut() {
+                                    Some(t) => t,
+                                    None => tmp.insert(l.create_tmp("pack", "pack")?),
+                                };
+                                t.append(&[&b.env])?;
+                                unflushed += b.env.len();
+                                if unflushed >= PACK_FLUSH_EVERY {
+                                    unflushed = 0;
+                                    if let Some(f) = t.try_clone_file() {
+                                        let _ = flush_tx.try_send(f);
+                                    }
+                                }
+                                let full =
+                                    packer.add_entry(b.kind, b.id, b.env.len(), b.raw_len)?;
+                                let mut env = b.env;
+                                env.clear();
+                                let _ = blob_free_tx.try_send(env);
+                                if full {
+                                    finish_streamed(&mut packer, &mut tmp, false)?
+                                } else {
+                                    None
+                                }
+                            }
+                            None => packer
+                                .add(crypto, b.kind, b.id, b.env, b.raw_len)?
+                                .map(|(parts, rec)| PackOut::Parts(parts, rec)),
+                        };
                         w.lap("pack");
                         if let Some(p) = p {
-                            pack_tx
-                                .send(p)
-                                .map_err(|_| VaultError::Internal("uploader stopped".into()))?;
+                            send(p)?;
                             w.lap("packer wait");
                         }
                     }
-                    if !fail.cancelled()
-                        && let Some(p) = packer.finish(crypto)?
-                    {
-                        pack_tx
-                            .send(p)
-                            .map_err(|_| VaultError::Internal("uploader stopped".into()))?;
+                    if !fail.cancelled() {
+                        let p = match &local {
+                            Some(_) => finish_streamed(&mut packer, &mut tmp, true)?,
+                            None => packer
+                                .finish(crypto)?
+                                .map(|(parts, rec)| PackOut::Parts(parts, rec)),
+                        };
+                        if let Some(p) = p {
+                            send(p)?;
+                        }
                     }
                     Ok(())
                 })();
@@ -640,24 +727,48 @@ fn pipeline(
             let blob_free_tx = blob_free_tx.clone();
             let fail = &fail;
             let unindexed = &unindexed;
+            let last_pack = &last_pack;
             let timing = &timing;
             sc.spawn(move || {
                 let mut w = timing.watch();
                 let r = (|| -> Result<()> {
-                    for (parts, rec) in pack_rx.iter() {
+                    for p in pack_rx.iter() {
                         w.lap("uploader wait");
-                        let back =
-                            inner
-                                .backend
-                                .write_pack_blocking(rt, &pack_path(&rec.id), parts)?;
-                        w.lap("store pack");
-                        // the blob buffers go back to the workers
-                        for mut b in back.into_iter().flatten() {
-                            b.clear();
-                            if blob_free_tx.try_send(b).is_err() {
-                                break;
+                        let rec = match p {
+                            PackOut::Parts(parts, rec) => {
+                                let back = inner.backend.write_pack_blocking(
+                                    rt,
+                                    &pack_path(&rec.id),
+                                    parts,
+                                )?;
+                                // the blob buffers go back to the workers
+                                for mut b in back.into_iter().flatten() {
+                                    b.clear();
+                                    if blob_free_tx.try_send(b).is_err() {
+                                        break;
+                                    }
+                                }
+                                rec
                             }
-                        }
+                            PackOut::Streamed(t, rec, false) => {
+                                t.commit(&pack_path(&rec.id), Durability::Data)?;
+                                rec
+                            }
+                            PackOut::Streamed(t, rec, true) => {
+                                stats.bytes_stored.fetch_add(rec.size, Ordering::Relaxed);
+                                stats.packs.fetch_add(1, Ordering::Relaxed);
+                                match last_pack.lock() {
+                                    Ok(mut l) => *l = Some((t, rec)),
+                                    Err(_) => {
+                                        return Err(VaultError::Internal(
+                                            "last pack poisoned".into(),
+                                        ));
+                                    }
+                                }
+                                continue;
+                            }
+                        };
+                        w.lap("store pack");
                         stats.bytes_stored.fetch_add(rec.size, Ordering::Relaxed);
                         stats.packs.fetch_add(1, Ordering::Relaxed);
                         let batch = match unindexed.lock() {
@@ -822,19 +933,23 @@ fn pipeline(
         }
     });
     timing.report();
-    // index what was stored, even after a failure: the next ship reuses it
     let rest = unindexed
         .lock()
         .map(|mut u| std::mem::take(&mut *u))
         .unwrap_or_default();
-    if !rest.is_empty() {
-        let r = rt.block_on(inner.write_index(&rest, Durability::Data));
-        if let Err(e) = r {
+    let last = last_pack.lock().ok().and_then(|mut l| l.take());
+    if fail.cancelled() {
+        // index what was stored, even after a failure: the next ship reuses it (the
+        // unsynced last pack is dropped, which removes its temporary file)
+        drop(last);
+        if !rest.is_empty()
+            && let Err(e) = rt.block_on(inner.write_index(&rest, Durability::Data))
+        {
             fail.set(e);
         }
-    }
-    if let Some(e) = fail.first.lock().ok().and_then(|mut f| f.take()) {
-        return Err(e);
+        return Err(fail
+            .take()
+            .unwrap_or_else(|| VaultError::Internal("ship cancelled".into())));
     }
     let (tables, data_bytes) = collected?;
     Ok(PipeOut {
@@ -844,5 +959,7 @@ fn pipeline(
         bitmap,
         tables,
         data_bytes,
+        unindexed: rest,
+        last_pack: last,
     })
 }

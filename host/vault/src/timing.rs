@@ -5,7 +5,8 @@
 //!   run by two workers in parallel can show more than the wall time, and time a thread
 //!   waited for a CPU counts in the stage it was in).
 //! * `LIFEBOAT_VAULT_WORKERS=N`: the number of ship and restore workers (default: one
-//!   per core, plus one; see [`workers`]).
+//!   per core, plus one; one per core for a restore from a local folder; see
+//!   [`workers`]).
 
 use std::sync::Mutex;
 use std::sync::OnceLock;
@@ -14,6 +15,11 @@ use std::time::Instant;
 /// Ship and restore workers: `LIFEBOAT_VAULT_WORKERS`, or one per core (at most 8) plus
 /// one, so that the cores stay busy while a worker waits for a read.
 pub(crate) fn workers() -> usize {
+    workers_or(cores() + 1)
+}
+
+/// `LIFEBOAT_VAULT_WORKERS`, or `default`.
+pub(crate) fn workers_or(default: usize) -> usize {
     if let Some(n) = std::env::var("LIFEBOAT_VAULT_WORKERS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
@@ -21,11 +27,15 @@ pub(crate) fn workers() -> usize {
     {
         return n.min(64);
     }
+    default
+}
+
+/// Cores available (at most 8).
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8)
-        + 1
 }
 
 /// Whether `LIFEBOAT_VAULT_TIMING` asks for timings.

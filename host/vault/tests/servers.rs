@@ -218,11 +218,11 @@ fn vault_on_s3_moto_and_azure_blob_azurite() {
         .unwrap();
     rt.block_on(async {
         exercise(&format!(
-            "s3://lifeboat/vaults/one?endpoint={s3_endpoint}&region=us-east-1"
+            "s3://lifeboat/vaults/one?endpoint={s3_endpoint}&region=us-east-1&insecure_http=true"
         ))
         .await;
         exercise(&format!(
-            "azblob://lifeboat/vaults/one?endpoint={az_endpoint}"
+            "azblob://lifeboat/vaults/one?endpoint={az_endpoint}&insecure_http=true"
         ))
         .await;
         // a bad endpoint parameter is a clear URL error
@@ -230,5 +230,16 @@ fn vault_on_s3_moto_and_azure_blob_azurite() {
             .await
             .unwrap_err();
         assert!(matches!(e, VaultError::Url { .. }), "{e}");
+        // plain http to the same running server without the opt-in: refused, nothing sent
+        let e = Vault::open(
+            &format!("s3://lifeboat/vaults/one?endpoint={s3_endpoint}&region=us-east-1"),
+            &key(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("is plain http") && e.to_string().contains("insecure_http=true"),
+            "{e}"
+        );
     });
 }
